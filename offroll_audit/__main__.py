@@ -1,0 +1,3 @@
+from offroll_audit.cli import main
+
+main()

@@ -1,0 +1,91 @@
+"""Thresholds profiles: every number that bands, flags or selects a school.
+
+Profiles are TOML files in `thresholds/`; one may `inherits = "default"` and
+override only what differs. The merged profile is recorded in results.json so
+an audit can always say which rules were in force.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from offroll_audit.problems import UsageError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+THRESHOLDS = PROJECT_ROOT / "thresholds"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    source: str
+    settings: dict[str, Any]
+
+    def section(self, name: str) -> dict[str, Any]:
+        return self.settings.get(name, {})
+
+    @property
+    def statistics(self) -> dict[str, Any]:
+        return self.section("statistics")
+
+    @property
+    def classification(self) -> dict[str, Any]:
+        return self.section("classification")
+
+    @property
+    def flags(self) -> dict[str, Any]:
+        return self.section("flags")
+
+    @property
+    def rag(self) -> dict[str, Any]:
+        return self.section("rag")
+
+    @property
+    def select(self) -> dict[str, Any]:
+        return self.section("select")
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge tables; lists and values in `override` replace those in `base`."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"profile {path}: {exc}") from None
+
+
+def resolve(name_or_file: str, folder: Path = THRESHOLDS) -> Path:
+    """A profile name (`default`, `strict`, `ofsted`) or a path to a TOML file."""
+    candidate = Path(name_or_file)
+    if candidate.suffix == ".toml" and candidate.is_file():
+        return candidate
+    named = folder / f"{name_or_file}.toml"
+    if named.is_file():
+        return named
+    known = ", ".join(sorted(p.stem for p in folder.glob("*.toml")))
+    raise UsageError(f"--profile {name_or_file!r}: no such profile or file (profiles: {known})")
+
+
+def load_profile(name_or_file: str = "default") -> Profile:
+    path = resolve(name_or_file)
+    settings = _read(path)
+    seen = {path.resolve()}
+    while parent := settings.pop("inherits", None):
+        parent_path = resolve(parent, path.parent if (path.parent / f"{parent}.toml").is_file() else THRESHOLDS)
+        if parent_path.resolve() in seen:
+            raise UsageError(f"profile {path}: inherits from itself")
+        seen.add(parent_path.resolve())
+        settings = merge(_read(parent_path), settings)
+    return Profile(name=settings.get("name", path.stem), source=str(path), settings=settings)
