@@ -1,0 +1,182 @@
+"""The audit pipeline: load -> classify -> letters -> expected -> test -> select.
+
+`run_audit` is pure with respect to the file system (it reads letter files
+only through the letters stage); writing outputs is the report stage's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from offroll_audit import expected as exp
+from offroll_audit import test as stats
+from offroll_audit.classify import FLAGS, classify_exits, flag_counts
+from offroll_audit.profile import Profile
+from offroll_audit.schema import Dataset
+from offroll_audit.select import select_schools
+from offroll_audit.window import Window, choose_window, pick_census
+
+OUTCOMES = ("ehe", "unexplained", "y10_loss")
+OUTCOME_LABEL = {
+    "ehe": "exits to elective home education",
+    "unexplained": "unexplained exits",
+    "y10_loss": "Year 10 pupils who left the school",
+}
+NOT_A_LOSS = ["DUAL_ENDED", "DECEASED"]
+
+
+@dataclass
+class AuditOptions:
+    profile: Profile
+    baseline: str = "local"
+    term: str | None = None
+    start: date | None = None
+    end: date | None = None
+    urns: list[str] = field(default_factory=list)
+    trust: str | None = None
+    method: str = "nb"  # nb | poisson | funnelplotr
+    letters: bool = True
+    known_templates: Path | None = None
+
+
+@dataclass
+class OutcomeResult:
+    outcome: str
+    schools: pl.DataFrame  # urn, observed, expected, pupils, cohort + test columns
+    groups: pl.DataFrame  # urn, grouping, level, observed, expected, pupils
+    overdispersion: stats.Overdispersion
+    baseline: exp.Baseline
+    funnelplotr: object | None = None
+
+
+@dataclass
+class AuditResult:
+    window: Window
+    options: AuditOptions
+    schools: pl.DataFrame  # one row per reported school, flat columns
+    exits: pl.DataFrame
+    outcomes: dict[str, OutcomeResult]
+    letters: object | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def outcome_filters(profile: Profile) -> dict[str, pl.Expr]:
+    """Which classified exits count for each outcome (a pupil counts once per school)."""
+    return {
+        "ehe": pl.col("destination") == "EHE",
+        "unexplained": ~pl.col("explained"),
+        "y10_loss": ~pl.col("destination").cast(pl.String).is_in(NOT_A_LOSS),
+    }
+
+
+def run_audit(dataset: Dataset, options: AuditOptions) -> AuditResult:
+    profile = options.profile
+    window = choose_window(dataset.exits, options.term, options.start, options.end)
+    pupils = pick_census(dataset.pupils, window)
+    exits = classify_exits(dataset.exits, pupils, dataset.schools, window, profile)
+    letters = None
+    if options.letters and dataset.has_letters:
+        from offroll_audit.letters import flag_templated_exits, run_letters
+
+        letters = run_letters(dataset, known_templates=options.known_templates)
+        exits = flag_templated_exits(exits, letters, profile)
+    at_risk = exp.pupils_at_risk(pupils, exits, window, outcome_filters(profile))
+    warnings: list[str] = []
+    outcomes = {}
+    for outcome in OUTCOMES:
+        subset, case_mix = _population(at_risk, outcome, profile)
+        if subset.is_empty():
+            continue
+        outcomes[outcome] = assess_outcome(subset, outcome, case_mix, window, options)
+        if outcomes[outcome].overdispersion.warning:
+            warnings.append(f"{OUTCOME_LABEL[outcome]}: {outcomes[outcome].overdispersion.warning}")
+    schools = school_table(dataset, pupils, exits, outcomes, letters)
+    schools = select_schools(schools, profile)
+    schools = restrict(schools, dataset, options)
+    return AuditResult(window, options, schools, exits, outcomes, letters, warnings)
+
+
+def _population(at_risk: pl.DataFrame, outcome: str, profile: Profile) -> tuple[pl.DataFrame, list[str]]:
+    case_mix = list(profile.statistics.get("case_mix", exp.DEFAULT_CASE_MIX))
+    if outcome == "y10_loss":
+        return at_risk.filter(pl.col("year_group") == "10"), [c for c in case_mix if c != "year_group"]
+    return at_risk, case_mix
+
+
+def assess_outcome(at_risk: pl.DataFrame, outcome: str, case_mix: list[str], window: Window,
+                   options: AuditOptions) -> OutcomeResult:  # fmt: skip
+    """Expected counts, then the tests; with a local baseline, refit without the
+    schools a first pass bands high_998 so they do not inflate their own yardstick."""
+    settings = options.profile.statistics
+    cells = exp.aggregate_cells(at_risk, outcome, case_mix)
+    model = settings.get("case_mix_model", "main")
+    if options.baseline == "local":
+        baseline = exp.Baseline("local", "fitted on this dataset, all schools pooled",
+                                exp.fit_local_rates(cells, case_mix, model), model)  # fmt: skip
+    else:
+        path = exp.baseline_path(options.baseline)
+        rates, source = exp.file_rates(path, outcome, cells, case_mix, window)
+        baseline = exp.Baseline("file", source, rates, "published relative risks")
+    tested, groups, alpha = _expected_and_tests(cells, baseline, case_mix, options)
+    if options.baseline == "local" and settings.get("robust_baseline", "refit") == "refit":
+        excluded = tested.filter(pl.col("band") == "high_998").get_column("urn").to_list()
+        if excluded:
+            kept = cells.filter(~pl.col("urn").is_in(excluded))
+            baseline.rates = exp.fit_local_rates(kept, case_mix, model)
+            baseline.excluded_urns = sorted(excluded)
+            baseline.note = (f"refitted without {len(excluded)} school(s) banded high_998 in a first pass, "
+                             "so their exits do not raise the rates they are judged against")  # fmt: skip
+            tested, groups, alpha = _expected_and_tests(cells, baseline, case_mix, options)
+        else:
+            baseline.note = "no school was banded high_998 in a first pass, so no refit was needed"
+    fpr = None
+    if options.method == "funnelplotr":
+        fpr = stats.funnelplotr_shmi(tested["observed"].to_numpy(), tested["expected"].to_numpy())
+    return OutcomeResult(outcome, tested, groups, alpha, baseline, fpr)
+
+
+def _expected_and_tests(cells: pl.DataFrame, baseline: exp.Baseline, case_mix: list[str],
+                        options: AuditOptions):  # fmt: skip
+    with_expected = exp.expected_by_cell(cells, baseline.rates, case_mix)
+    totals = exp.school_totals(with_expected)
+    tested, alpha = stats.test_schools(totals, options.profile.statistics, options.method)
+    return tested, exp.group_breakdown(with_expected), alpha
+
+
+def school_table(dataset: Dataset, pupils: pl.DataFrame, exits: pl.DataFrame,
+                 outcomes: dict[str, OutcomeResult], letters) -> pl.DataFrame:  # fmt: skip
+    """One flat row per school on roll: identity, each outcome's statistics, flags, letters."""
+    roll = pupils.group_by("urn").agg(pl.len().alias("pupils"),
+                                      (pl.col("year_group") == "10").sum().alias("y10_pupils"))  # fmt: skip
+    frame = roll.join(dataset.schools.select("urn", "name", "phase", "type", "trust", "la_code"),
+                      on="urn", how="left")  # fmt: skip
+    for outcome, result in outcomes.items():
+        columns = result.schools.drop("pupils", "pupil_years", strict=False)
+        columns = columns.rename({c: f"{outcome}_{c}" for c in columns.columns if c != "urn"})
+        frame = frame.join(columns, on="urn", how="left")
+        cohort = pl.col("y10_pupils") if outcome == "y10_loss" else pl.col("pupils")
+        frame = frame.with_columns(cohort.alias(f"{outcome}_cohort"))
+    counts = flag_counts(exits).rename({code: f"flag_{code}" for code in FLAGS})
+    frame = frame.join(counts, on="urn", how="left").with_columns(
+        [pl.col(f"flag_{code}").fill_null(0) for code in FLAGS]
+    )
+    if letters is not None:
+        frame = frame.join(letters.per_school, on="urn", how="left").with_columns(
+            [pl.col(c).fill_null(0) for c in letters.per_school.columns if c != "urn"]
+        )
+    else:
+        frame = frame.with_columns(pl.lit(0).alias("template_families"))
+    return frame.sort("urn")
+
+
+def restrict(schools: pl.DataFrame, dataset: Dataset, options: AuditOptions) -> pl.DataFrame:
+    """--urn / --trust restrict what is reported, never the baseline."""
+    if options.urns:
+        schools = schools.filter(pl.col("urn").is_in(options.urns))
+    if options.trust:
+        schools = schools.filter(pl.col("trust").str.to_lowercase() == options.trust.lower())
+    return schools

@@ -1,0 +1,1 @@
+"""One module per command: options in, library call, rendering out."""

@@ -1,0 +1,136 @@
+"""`offroll-audit audit DATA --out OUT`: the termly audit."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from offroll_audit.console.options import ENCODING, JSON_OUTPUT, QUIET
+
+METHODS = ("nb", "poisson", "funnelplotr")
+
+
+def _date(value: str | None, option: str):
+    if value is None:
+        return None
+    for pattern in ("%Y-%m-%d", "%d/%m/%Y"):
+        try:
+            return datetime.strptime(value.strip(), pattern).date()
+        except ValueError:
+            continue
+    from offroll_audit.problems import UsageError
+
+    raise UsageError(f"{option} {value!r} is not a date: use 2024-09-01 or 01/09/2024")
+
+
+def command(
+    data: Path = typer.Argument(..., help="The dataset folder (pupils, exits, optional schools and letters)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the outputs (new, empty, or an earlier run's)."),
+    profile: str = typer.Option("default", "--profile",
+                                help="Thresholds profile: default, strict, ofsted, or a .toml file."),
+    baseline: str = typer.Option("local", "--baseline",
+                                 help="Where expected rates come from: local (fitted on this data), "
+                                      "england, or a baseline .toml file."),
+    term: str | None = typer.Option(None, "--term", help="Audit window as a term: 2024-AUT, 2025-SPR, "
+                                    "2025-SUM, or a school year 2024-25."),
+    date_from: str | None = typer.Option(None, "--from", help="First day of the window (2024-09-01)."),
+    date_to: str | None = typer.Option(None, "--to", help="Last day of the window (2024-12-20)."),
+    urn: list[str] = typer.Option([], "--urn", help="Report only this school (repeatable); "
+                                  "expected rates still use every school."),
+    trust: str | None = typer.Option(None, "--trust", help="Report only this trust's schools."),
+    method: str = typer.Option("nb", "--method", help="nb (negative binomial, default), poisson, "
+                               "or funnelplotr (NHS SHMI-style limits)."),
+    letters: bool = typer.Option(True, "--letters/--no-letters", help="Scan parents' letters for templates."),
+    known_templates: Path | None = typer.Option(None, "--known-templates",
+                                                help="Folder of public sample letters: matches are "
+                                                     "shared_public_template, never the school's."),
+    workbooks: bool = typer.Option(True, "--workbooks/--no-workbooks",
+                                   help="Write overview.xlsx and the packs (off: JSON and CSV only)."),
+    pseudonymise: bool = typer.Option(False, "--pseudonymise",
+                                      help="Replace pupil ids by a keyed hash (key in OFFROLL_AUDIT_KEY "
+                                           "or --key-file; never written anywhere)."),
+    key_file: Path | None = typer.Option(None, "--key-file", help="File holding the pseudonymisation key."),
+    suppress: int = typer.Option(0, "--suppress", min=0,
+                                 help="Show counts below N as <N in the shareable outputs."),
+    encoding: str | None = ENCODING,
+    json_output: bool = JSON_OUTPUT,
+    quiet: bool = QUIET,
+) -> int:  # fmt: skip
+    """Compare each school's exits with what its pupils predict; flag, select and write packs."""
+    from offroll_audit.audit import AuditOptions
+    from offroll_audit.problems import UsageError
+    from offroll_audit.profile import load_profile
+
+    if method not in METHODS:
+        raise UsageError(f"--method {method!r}: use one of {', '.join(METHODS)}")
+    if key_file is not None and not pseudonymise:
+        raise UsageError("--key-file is only used with --pseudonymise")
+    options = AuditOptions(
+        profile=load_profile(profile), baseline=baseline, term=term,
+        start=_date(date_from, "--from"), end=_date(date_to, "--to"), urns=list(urn), trust=trust,
+        method=method, letters=letters, known_templates=known_templates,
+    )  # fmt: skip
+    results = audit_and_write(data, out, options, encoding=encoding, workbooks=workbooks,
+                              pseudonymise=pseudonymise, key_file=key_file, suppress=suppress,
+                              quiet=quiet or json_output)  # fmt: skip
+    if json_output:
+        typer.echo(json.dumps(results, indent=1, ensure_ascii=False))
+    return 0
+
+
+def audit_and_write(data: Path, out: Path, options, *, encoding: str | None = None,
+                    workbooks: bool = True, pseudonymise: bool = False, key_file: Path | None = None,
+                    suppress: int = 0, quiet: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Load, audit, write OUT, print the summary; shared by `audit` and `demo`."""
+    from offroll_audit.audit import run_audit
+    from offroll_audit.console.render import print_warnings, stdout_console
+    from offroll_audit.load import load_dataset
+    from offroll_audit.report import OutputOptions, check_out_folder, read_key, write_outputs
+
+    check_out_folder(out, data)  # before the work, so a wrong --out fails fast
+    key = read_key(key_file) if pseudonymise else None
+    dataset, report = load_dataset(data, encoding=encoding)
+    print_warnings(report, quiet)
+    result = run_audit(dataset, options)
+    for warning in result.warnings + (result.letters.warnings if result.letters else []):
+        if not quiet:
+            typer.echo(f"warning: {warning}", err=True)
+    results = write_outputs(result, dataset, out, OutputOptions(key, suppress, workbooks))
+    render_summary(results, out, stdout_console(quiet))
+    return results
+
+
+def render_summary(results: dict[str, Any], out: Path, console) -> None:
+    """The terminal view: the window, the selected schools and why, where the files are."""
+    from rich.table import Table
+
+    schools = results["schools"]
+    selected = [s for s in schools if s["audit"]]
+    window = results["window"]
+    console.print(f"Audit window {window['from']} to {window['to']} ({window['source']}); "
+                  f"profile {results['profile']}; baseline {results['baseline']['kind']}")  # fmt: skip
+    table = Table(title=f"{len(selected)} of {len(schools)} schools selected for audit")
+    for name in ("URN", "School", "EHE obs / exp", "EHE band", "Unexplained obs / exp",
+                 "Unexplained band", "Why selected"):  # fmt: skip
+        table.add_column(name, overflow="fold")
+    for school in selected:
+        table.add_row(school["urn"], school.get("name") or "", *_pair(school, "ehe"),
+                      *_pair(school, "unexplained"), "; ".join(school["audit_reasons"]))  # fmt: skip
+    if selected:
+        console.print(table)
+    else:
+        console.print("No school met a selection rule.")
+    packs = " and packs/" if (out / "packs").is_dir() else ""
+    console.print(f"Outputs in {out}: results.json, schools.csv, exits.csv{packs}"
+                  f"{', overview.xlsx' if (out / 'overview.xlsx').exists() else ''}")  # fmt: skip
+
+
+def _pair(school: dict[str, Any], outcome: str) -> tuple[str, str]:
+    block = school.get(outcome)
+    if not block:
+        return "", ""
+    return f"{block['observed']} / {block['expected']:.1f}", block["band"]

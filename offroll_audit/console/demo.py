@@ -1,0 +1,27 @@
+"""`offroll-audit demo [OUT]`: the whole audit on the bundled example LA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from offroll_audit.console.options import QUIET
+
+
+def command(
+    out: Path = typer.Argument(Path("offroll-demo"), help="Folder for the demo's outputs."),
+    quiet: bool = QUIET,
+) -> int:
+    """Run the full audit on the synthetic example LA in fixtures/example-la (no real pupils)."""
+    from offroll_audit.audit import AuditOptions
+    from offroll_audit.console.audit import audit_and_write
+    from offroll_audit.profile import PROJECT_ROOT, load_profile
+
+    data = PROJECT_ROOT / "fixtures" / "example-la"
+    if not quiet:
+        typer.echo(f"Auditing the synthetic example LA in {data} (every pupil in it is made up).")
+    audit_and_write(data, out, AuditOptions(profile=load_profile("default")), quiet=quiet)
+    if not quiet:
+        typer.echo(f"Open {out / 'overview.xlsx'} first; the planted answers are in {data / 'truth.json'}.")
+    return 0

@@ -1,0 +1,59 @@
+"""Turn every way a command can fail into a clear message and an exit code."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import traceback
+from pathlib import Path
+
+import click
+import typer
+
+from offroll_audit.problems import DataError, UsageError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def run_guarded(app: typer.Typer, argv: list[str] | None, state: dict) -> int:
+    """Run the Typer app; bad input exits 2 with one line per problem, bugs exit 1."""
+    from offroll_audit.console.render import print_problem_lines
+
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="offroll-audit")
+        return result if isinstance(result, int) else EXIT_OK
+    except click.exceptions.Exit as stop:
+        return stop.exit_code
+    except click.exceptions.Abort:
+        typer.echo("Aborted.", err=True)
+        return EXIT_INTERNAL
+    except click.ClickException as problem:
+        problem.show()
+        return EXIT_BAD_INPUT
+    except DataError as bad:
+        print_problem_lines(bad.report)
+        return EXIT_BAD_INPUT
+    except UsageError as bad:
+        typer.echo(f"error: {bad}", err=True)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        typer.echo("Interrupted; nothing was written.", err=True)
+        return EXIT_INTERNAL
+    except Exception as bug:  # the last line of defence: never show a traceback by default
+        if state.get("debug"):
+            traceback.print_exc()
+        log = _write_log(bug)
+        typer.echo(
+            f"internal error: {type(bug).__name__}. Nothing was written. Details: {log} "
+            "(run with --debug to see them here; please report it)",
+            err=True,
+        )
+        return EXIT_INTERNAL
+
+
+def _write_log(bug: BaseException) -> Path:
+    """Save the traceback privately (it may quote a cell) and say where it is."""
+    fd, name = tempfile.mkstemp(prefix="offroll-audit-error-", suffix=".log")
+    with os.fdopen(fd, "w") as log:
+        log.write("".join(traceback.format_exception(bug)))
+    return Path(name)

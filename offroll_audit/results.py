@@ -1,0 +1,194 @@
+"""results.json: everything an audit found, machine-readable (data contract section 4).
+
+Built once from the AuditResult; the CSVs and workbooks are views of the
+same numbers, so they can never disagree with it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import polars as pl
+
+from offroll_audit import __version__
+from offroll_audit.audit import OUTCOME_LABEL, AuditResult
+from offroll_audit.classify import FLAG_TEXT, FLAGS
+from offroll_audit.select import rule_text
+
+STAT_FIELDS = {
+    "observed": "observed", "expected": "expected", "ratio": "ratio", "z": "z", "p": "p",
+    "p_poisson": "p_poisson", "q": "q", "band": "band", "shrunken_ratio": "shrunken_ratio",
+    "flag_count_95": "count_to_flag_95", "flag_count_998": "count_to_flag_998",
+}  # fmt: skip
+
+
+def clean_number(value: Any, digits: int = 6) -> Any:
+    """JSON has no NaN or infinity: they become null; floats are rounded for stable diffs."""
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return None
+        return round(value, digits)
+    return value
+
+
+def outcome_block(row: dict[str, Any], outcome: str) -> dict[str, Any] | None:
+    if f"{outcome}_observed" not in row or row[f"{outcome}_observed"] is None:
+        return None
+    block = {name: clean_number(row.get(f"{outcome}_{column}")) for name, column in STAT_FIELDS.items()}
+    block["ci95"] = [clean_number(row.get(f"{outcome}_ci95_low")), clean_number(row.get(f"{outcome}_ci95_high"))]
+    block["limit95"] = [clean_number(row.get(f"{outcome}_limit95_low")),
+                        clean_number(row.get(f"{outcome}_limit95_high"))]  # fmt: skip
+    block["limit998"] = [clean_number(row.get(f"{outcome}_limit998_low")),
+                         clean_number(row.get(f"{outcome}_limit998_high"))]  # fmt: skip
+    block["cohort"] = row.get(f"{outcome}_cohort")
+    return block
+
+
+def groups_block(result: AuditResult, urn: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for outcome, outcome_result in result.outcomes.items():
+        if outcome == "y10_loss":
+            continue
+        rows = outcome_result.groups.filter(pl.col("urn") == urn)
+        target = out if outcome == "ehe" else out.setdefault("unexplained", {})
+        for grouping, level, observed, expected, pupils in rows.select(
+            "grouping", "level", "observed", "expected", "pupils"
+        ).iter_rows():
+            target.setdefault(grouping, {})[level] = {
+                "observed": observed, "expected": clean_number(expected), "pupils": pupils
+            }
+    return out
+
+
+def school_flags(row: dict[str, Any], result: AuditResult) -> list[dict[str, str]]:
+    """Flags a school carries: its bands beyond expectation and its child-level flags."""
+    flags = []
+    for outcome in result.outcomes:
+        band = row.get(f"{outcome}_band")
+        if band in ("high_998", "high_95"):
+            code = f"{outcome.upper()}_{'HIGH' if band == 'high_998' else 'HIGH_95'}"
+            flags.append({"code": code, "detail": plain_band(row, outcome)})
+    for code in FLAGS:
+        count = row.get(f"flag_{code}") or 0
+        if count:
+            flags.append({"code": code, "detail": f"{count} exit(s): {FLAG_TEXT[code]}"})
+    return flags
+
+
+def plain_band(row: dict[str, Any], outcome: str) -> str:
+    """One sentence a head teacher can read, e.g. for the pack's cover."""
+    observed, expected = row.get(f"{outcome}_observed"), row.get(f"{outcome}_expected")
+    p = row.get(f"{outcome}_p")
+    if observed is None or expected is None:
+        return ""
+    label = OUTCOME_LABEL[outcome]
+    text = f"{observed} {label}; about {expected:.1f} would be expected for this school's pupils"
+    if p is not None and not math.isnan(p):
+        text += f"; a count this high would happen by chance at {chance_phrase(p)} schools like it"
+    return text
+
+
+def chance_phrase(p: float) -> str:
+    """p as a frequency in words: 'fewer than 1 in 1,000', 'about 1 in 40'."""
+    if p < 0.001:
+        return "fewer than 1 in 1,000"
+    if p >= 0.5:
+        return "about half or more of"
+    return f"about 1 in {round(1 / p):,} of"
+
+
+def build_results(result: AuditResult, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The results.json document (data contract section 4, plus explanatory extras)."""
+    profile = result.options.profile
+    reasons_text = rule_text(profile)
+    schools = []
+    for row in result.schools.iter_rows(named=True):
+        entry = {
+            "urn": row["urn"], "name": row.get("name"), "phase": _text(row.get("phase")),
+            "type": _text(row.get("type")), "trust": row.get("trust"), "pupils": row["pupils"],
+        }  # fmt: skip
+        for outcome in result.outcomes:
+            block = outcome_block(row, outcome)
+            if block is not None:
+                entry[outcome] = block
+        entry["groups"] = groups_block(result, row["urn"])
+        entry["letters"] = {k: row.get(k, 0) for k in ("letters", "clusters", "templated", "template_families")}
+        entry["flags"] = school_flags(row, result)
+        entry["flag_counts"] = {code: row.get(f"flag_{code}", 0) for code in FLAGS}
+        entry["audit"] = bool(row["audit"])
+        entry["audit_reasons"] = list(row["audit_reasons"])
+        entry["audit_reasons_text"] = [reasons_text.get(code, code) for code in row["audit_reasons"]]
+        schools.append(entry)
+    reported = set(result.schools.get_column("urn").to_list())
+    exits = result.exits.filter(pl.col("urn").is_in(reported))
+    return {
+        "tool": {"name": "offroll-audit", "version": __version__},
+        "window": {"from": result.window.start.isoformat(), "to": result.window.end.isoformat(),
+                   "source": result.window.source},  # fmt: skip
+        "profile": profile.name,
+        "profile_settings": profile.settings,
+        "method": result.options.method,
+        "baseline": baseline_block(result),
+        "overdispersion": {o: overdispersion_block(r.overdispersion) for o, r in result.outcomes.items()},
+        "warnings": result.warnings,
+        "schools": schools,
+        "exits": exit_records(exits),
+        "letter_clusters": cluster_records(result.letters, reported),
+        "inputs": manifest.get("inputs", {}),
+    }
+
+
+def baseline_block(result: AuditResult) -> dict[str, Any]:
+    ehe = result.outcomes.get("ehe")
+    block: dict[str, Any] = {"kind": result.options.baseline if result.options.baseline == "local" else "file"}
+    if ehe is not None:
+        block.update(source=ehe.baseline.source, model=ehe.baseline.model)
+    block["robust"] = {
+        o: {"excluded_urns": r.baseline.excluded_urns, "note": r.baseline.note}
+        for o, r in result.outcomes.items()
+    }
+    return block
+
+
+def overdispersion_block(alpha) -> dict[str, Any]:
+    return {
+        "alpha": clean_number(alpha.alpha),
+        "alpha_ci95": [clean_number(alpha.alpha_ci95[0]), clean_number(alpha.alpha_ci95[1])],
+        "method": alpha.method,
+        "moment_alpha": clean_number(alpha.moment_alpha),
+        "n_schools": alpha.n_schools,
+        "n_set_aside": alpha.n_set_aside,
+        "warning": alpha.warning,
+    }
+
+
+EXIT_FIELDS = [
+    "pupil_id", "urn", "exit_date", "destination", "ground", "explained", "why", "flags", "rag",
+    "rag_score", "rag_why", "letter_id", "in_window", "year_group", "sen_provision", "disadvantaged",
+    "social_care", "reason",
+]  # fmt: skip
+
+
+def exit_records(exits: pl.DataFrame) -> list[dict[str, Any]]:
+    """Every exit with its classification, flags and RAG, in input order."""
+    frame = exits.sort("line").select(
+        [pl.col(c).cast(pl.String) if exits.schema[c] in (pl.Date,) or isinstance(exits.schema[c], pl.Enum)
+         else pl.col(c) for c in EXIT_FIELDS]  # fmt: skip
+    )
+    return frame.to_dicts()
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def cluster_records(letters, reported: set[str]) -> list[dict[str, Any]]:
+    """Letter clusters (not `unique` letters) that touch a reported school."""
+    if letters is None:
+        return []
+    return [
+        {key: clean_number(value, 4) for key, value in cluster.items()}
+        for cluster in letters.clusters
+        if reported.intersection(cluster.get("school_families", {}) or {cluster["urn"]})
+    ]
