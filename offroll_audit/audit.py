@@ -86,10 +86,17 @@ def run_audit(dataset: Dataset, options: AuditOptions) -> AuditResult:
         exits = flag_templated_exits(exits, letters, profile)
     at_risk = exp.pupils_at_risk(pupils, exits, window, outcome_filters(profile))
     warnings: list[str] = []
+    covered = set(OUTCOMES)
+    if options.baseline != "local":
+        covered = exp.baseline_outcomes(exp.baseline_path(options.baseline))
     outcomes = {}
     for outcome in OUTCOMES:
         subset, case_mix = _population(at_risk, outcome, profile)
         if subset.is_empty():
+            continue
+        if outcome not in covered:
+            warnings.append(f"{OUTCOME_LABEL[outcome]}: the baseline {options.baseline} has no "
+                            "rates for them, so they were not tested")  # fmt: skip
             continue
         outcomes[outcome] = assess_outcome(subset, outcome, case_mix, window, options)
         if outcomes[outcome].overdispersion.warning:
@@ -123,20 +130,35 @@ def assess_outcome(at_risk: pl.DataFrame, outcome: str, case_mix: list[str], win
         baseline = exp.Baseline("file", source, rates, "published relative risks")
     tested, groups, alpha = _expected_and_tests(cells, baseline, case_mix, options)
     if options.baseline == "local" and settings.get("robust_baseline", "refit") == "refit":
-        excluded = tested.filter(pl.col("band") == "high_998").get_column("urn").to_list()
-        if excluded:
+        excluded: list[str] = []
+        for _ in range(3):  # refit until the set of clear outliers stops growing
+            found = sorted(set(excluded) | set(clear_outliers(tested, settings)))
+            if found == excluded:
+                break
+            excluded = found
             kept = cells.filter(~pl.col("urn").is_in(excluded))
             baseline.rates = exp.fit_local_rates(kept, case_mix, model)
-            baseline.excluded_urns = sorted(excluded)
-            baseline.note = (f"refitted without {len(excluded)} school(s) banded high_998 in a first pass, "
-                             "so their exits do not raise the rates they are judged against")  # fmt: skip
             tested, groups, alpha = _expected_and_tests(cells, baseline, case_mix, options)
+        if excluded:
+            baseline.excluded_urns = excluded
+            baseline.note = (f"refitted without {len(excluded)} school(s) whose counts were beyond "
+                             "the Poisson 99.9% limit in a first pass, so their exits do not raise "
+                             "the rates they and every similar school are judged against")  # fmt: skip
         else:
-            baseline.note = "no school was banded high_998 in a first pass, so no refit was needed"
+            baseline.note = "no school was beyond the Poisson 99.9% limit in a first pass, so no refit was needed"
     fpr = None
     if options.method == "funnelplotr":
         fpr = stats.funnelplotr_shmi(tested["observed"].to_numpy(), tested["expected"].to_numpy())
     return OutcomeResult(outcome, tested, groups, alpha, baseline, fpr)
+
+
+def clear_outliers(tested: pl.DataFrame, settings: dict) -> list[str]:
+    """Schools whose count is beyond chance even without overdispersion (Poisson p below the
+    profile's outlier_p): the same schools are set aside when alpha is estimated. Using the
+    Poisson p, not the band, matters: an off-roller inflates the baseline and alpha that its
+    own band depends on, and so can hide below high_998 in a first pass."""
+    threshold = float(settings.get("outlier_p", 0.001))
+    return tested.filter(pl.col("p_poisson") < threshold).get_column("urn").to_list()
 
 
 def _expected_and_tests(cells: pl.DataFrame, baseline: exp.Baseline, case_mix: list[str],

@@ -174,6 +174,15 @@ def baseline_path(name_or_file: str) -> Path:
     raise UsageError(f"--baseline {name_or_file!r}: use local, a baseline name ({known}) or a .toml file")
 
 
+def baseline_outcomes(path: Path) -> set[str]:
+    """Outcomes a baseline file gives rates for; a bad file is a usage error, not a crash."""
+    try:
+        spec = tomllib.loads(path.read_text(encoding="utf-8"))
+        return set(spec["outcomes"])
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError) as error:
+        raise UsageError(f"baseline {path}: not a readable baseline file ({error})") from None
+
+
 def file_rates(path: Path, outcome: str, cells: pl.DataFrame, case_mix: list[str],
                window: Window) -> tuple[pl.DataFrame, str]:  # fmt: skip
     """Rates per case-mix pattern from a published-figures baseline file.

@@ -839,6 +839,39 @@ def _shared_passages(
     return [_passage(shown[runs[k][0] : runs[k][1]]) for k in ranked[: settings.passages]]
 
 
+def _excerpts(medoid: int, others: list[int], group: pl.DataFrame, texts: pl.Series,
+              settings: LetterSettings, limit: int = 160) -> list[dict]:  # fmt: skip
+    """The opening of the medoid and up to two other families' letters, side by side, as
+    segments marked `shared` where a run of words also appears in another of them. Names,
+    dates and numbers stay masked unless every other excerpt has the same word."""
+    chosen = [medoid, *others]
+    words = _token_frame(texts.gather(chosen), shown=True)
+    by_row = words.partition_by("idx", as_dict=True, include_key=False)
+    empty = pl.DataFrame(schema={"token": pl.String, "shown": pl.String, "raw": pl.String})
+    letters = [by_row.get((k,), empty) for k in range(len(chosen))]
+    tokens = [letter.get_column("token").to_list() for letter in letters]
+    ids = dict(group.select("i", "letter_id").iter_rows())
+    excerpts = []
+    for k, row in enumerate(chosen):
+        order = [k, *[j for j in range(len(chosen)) if j != k]]
+        shown = _reveal_common_names([letters[j] for j in order], max(len(chosen) - 1, 1))
+        shared = np.zeros(len(tokens[k]), dtype=bool)
+        for j in order[1:]:
+            matcher = difflib.SequenceMatcher(None, tokens[k], tokens[j], autojunk=False)
+            for block in matcher.get_matching_blocks():
+                if block.size >= settings.passage_min_words:
+                    shared[block.a : block.a + block.size] = True
+        cut = min(limit, len(shown))
+        edges = np.flatnonzero(np.diff(shared[:cut].astype(np.int8))) + 1
+        bounds = [0, *edges.tolist(), cut]
+        segments = [{"text": " ".join(shown[a:b]), "shared": bool(shared[a])}
+                    for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]  # fmt: skip
+        if cut < len(shown):
+            segments.append({"text": "...", "shared": False})
+        excerpts.append({"letter_id": ids.get(row), "segments": segments})
+    return excerpts
+
+
 def _reveal_common_names(letters: list[pl.DataFrame], needed: int) -> list[str]:
     """The medoid's words as shown, with a masked name written out when at least `needed`
     other letters contain the same word: shared by unrelated families, it is not personal."""
@@ -1160,6 +1193,7 @@ def _cluster_dict(
         "similarity_min": round(stats["min"], 4),
         "known_template": known_name,
         "passages": _shared_passages(medoid, compared, texts, settings) if medoid >= 0 else [],
+        "excerpts": _excerpts(medoid, compared[:2], group, texts, settings) if medoid >= 0 else [],
         "signals": _signals(group, row["main_urn"], settings),
     }
 

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import polars as pl
 
 from offroll_audit import __version__
 from offroll_audit.audit import AuditResult
-from offroll_audit.problems import UsageError
+from offroll_audit.problems import Report, UsageError
 from offroll_audit.results import EXIT_FIELDS, build_results
 from offroll_audit.schema import Dataset
 
@@ -200,13 +200,14 @@ def manifest_document(result: AuditResult, dataset: Dataset, options: OutputOpti
 
 
 def write_outputs(result: AuditResult, dataset: Dataset, out: Path,
-                  options: OutputOptions = OutputOptions()) -> dict:  # fmt: skip
+                  options: OutputOptions = OutputOptions(), load_report: Report | None = None) -> dict:  # fmt: skip
     """Write OUT atomically and return the results.json document."""
     check_out_folder(out, dataset.root)
     if options.pseudonymise_key is not None:
         result = pseudonymise(result, options.pseudonymise_key)
     manifest = manifest_document(result, dataset, options)
-    results = build_results(result, manifest)
+    issues = [asdict(p) for p in load_report.warnings] if load_report else []
+    results = build_results(result, manifest, issues)
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))

@@ -98,7 +98,8 @@ def chance_phrase(p: float) -> str:
     return f"about 1 in {round(1 / p):,} of"
 
 
-def build_results(result: AuditResult, manifest: dict[str, Any]) -> dict[str, Any]:
+def build_results(result: AuditResult, manifest: dict[str, Any],
+                  data_issues: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
     """The results.json document (data contract section 4, plus explanatory extras)."""
     profile = result.options.profile
     reasons_text = rule_text(profile)
@@ -131,7 +132,8 @@ def build_results(result: AuditResult, manifest: dict[str, Any]) -> dict[str, An
         "method": result.options.method,
         "baseline": baseline_block(result),
         "overdispersion": {o: overdispersion_block(r.overdispersion) for o, r in result.outcomes.items()},
-        "warnings": result.warnings,
+        "warnings": result.warnings + (result.letters.warnings if result.letters else []),
+        "data_issues": data_issues or [],
         "schools": schools,
         "exits": exit_records(exits),
         "letter_clusters": cluster_records(result.letters, reported),

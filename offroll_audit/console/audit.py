@@ -99,7 +99,7 @@ def audit_and_write(data: Path, out: Path, options, *, encoding: str | None = No
     for warning in result.warnings + (result.letters.warnings if result.letters else []):
         if not quiet:
             typer.echo(f"warning: {warning}", err=True)
-    results = write_outputs(result, dataset, out, OutputOptions(key, suppress, workbooks))
+    results = write_outputs(result, dataset, out, OutputOptions(key, suppress, workbooks), report)
     render_summary(results, out, stdout_console(quiet))
     return results
 
@@ -114,12 +114,12 @@ def render_summary(results: dict[str, Any], out: Path, console) -> None:
     console.print(f"Audit window {window['from']} to {window['to']} ({window['source']}); "
                   f"profile {results['profile']}; baseline {results['baseline']['kind']}")  # fmt: skip
     table = Table(title=f"{len(selected)} of {len(schools)} schools selected for audit")
-    for name in ("URN", "School", "EHE obs / exp", "EHE band", "Unexplained obs / exp",
-                 "Unexplained band", "Why selected"):  # fmt: skip
+    for name in ("URN", "School", "EHE: observed / expected, band",
+                 "Unexplained: observed / expected, band", "Why selected"):  # fmt: skip
         table.add_column(name, overflow="fold")
     for school in selected:
-        table.add_row(school["urn"], school.get("name") or "", *_pair(school, "ehe"),
-                      *_pair(school, "unexplained"), "; ".join(school["audit_reasons"]))  # fmt: skip
+        table.add_row(school["urn"], school.get("name") or "", _pair(school, "ehe"),
+                      _pair(school, "unexplained"), ", ".join(school["audit_reasons"]))  # fmt: skip
     if selected:
         console.print(table)
     else:
@@ -129,8 +129,8 @@ def render_summary(results: dict[str, Any], out: Path, console) -> None:
                   f"{', overview.xlsx' if (out / 'overview.xlsx').exists() else ''}")  # fmt: skip
 
 
-def _pair(school: dict[str, Any], outcome: str) -> tuple[str, str]:
+def _pair(school: dict[str, Any], outcome: str) -> str:
     block = school.get(outcome)
     if not block:
-        return "", ""
-    return f"{block['observed']} / {block['expected']:.1f}", block["band"]
+        return ""
+    return f"{block['observed']} / {block['expected']:.1f}, {block['band']}"
