@@ -10,6 +10,14 @@ from pathlib import Path
 import click
 import typer
 
+try:  # typer >= 0.24 vendors its own copy of click; older releases use click itself
+    from typer._click import exceptions as _vendored
+except ImportError:  # pragma: no cover - depends on the installed typer
+    _vendored = click.exceptions
+EXIT_SIGNALS = (click.exceptions.Exit, typer.Exit)
+ABORTS = (click.exceptions.Abort, typer.Abort)
+CLICK_ERRORS = (click.ClickException, _vendored.ClickException)
+
 from offroll_audit.problems import DataError, UsageError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
@@ -22,12 +30,12 @@ def run_guarded(app: typer.Typer, argv: list[str] | None, state: dict) -> int:
     try:
         result = app(args=argv, standalone_mode=False, prog_name="offroll-audit")
         return result if isinstance(result, int) else EXIT_OK
-    except click.exceptions.Exit as stop:
+    except EXIT_SIGNALS as stop:
         return stop.exit_code
-    except click.exceptions.Abort:
+    except ABORTS:
         typer.echo("Aborted.", err=True)
         return EXIT_INTERNAL
-    except click.ClickException as problem:
+    except CLICK_ERRORS as problem:
         problem.show()
         return EXIT_BAD_INPUT
     except DataError as bad:

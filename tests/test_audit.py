@@ -1,0 +1,254 @@
+"""End-to-end: the audit pipeline and the CLI on generated data with planted answers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from offroll_audit.audit import AuditOptions, run_audit
+from offroll_audit.cli import app
+from offroll_audit.console.errors import run_guarded
+from offroll_audit.load import load_dataset
+from offroll_audit.profile import PROJECT_ROOT, Profile, load_profile
+
+EXAMPLE = PROJECT_ROOT / "fixtures" / "example-la"
+
+
+def run_cli(*args: str) -> int:
+    return run_guarded(app, [str(a) for a in args], {"debug": False})
+
+
+def planted_urns(truth: dict, kind: str) -> list[str]:
+    planted = truth["planted"][kind]
+    if isinstance(planted, dict):
+        return list(planted["urns"])
+    return [entry["urn"] for entry in planted]
+
+
+def tree_hashes(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def example_run(tmp_path_factory) -> tuple[dict, dict, Path]:
+    """The CLI audit of the committed example LA (JSON and CSV outputs)."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    before = tree_hashes(EXAMPLE)
+    assert run_cli("audit", EXAMPLE, "--out", out, "--no-workbooks", "--quiet") == 0
+    assert tree_hashes(EXAMPLE) == before, "the dataset folder must never be modified"
+    results = json.loads((out / "results.json").read_text())
+    truth = json.loads((EXAMPLE / "truth.json").read_text())
+    return results, truth, out
+
+
+def school(results: dict, urn: str) -> dict:
+    return next(s for s in results["schools"] if s["urn"] == urn)
+
+
+def test_planted_schools_are_selected_and_the_innocent_one_is_not(example_run) -> None:
+    results, truth, _ = example_run
+    (off_roller,) = planted_urns(truth, "offroll_ehe")
+    assert school(results, off_roller)["ehe"]["band"] == "high_998"
+    assert {"EHE_HIGH", "TEMPLATED_LETTERS"} <= set(school(results, off_roller)["audit_reasons"])
+    (mover,) = planted_urns(truth, "offroll_moves")
+    assert school(results, mover)["unexplained"]["band"] == "high_998"
+    assert school(results, mover)["ehe"]["band"] == "expected"
+    (special,) = planted_urns(truth, "special_no_consent")
+    assert "STATUTORY_BREACH" in school(results, special)["audit_reasons"]
+    for urn in planted_urns(truth, "trust_template"):
+        assert "TEMPLATED_LETTERS" in school(results, urn)["audit_reasons"]
+    (innocent,) = planted_urns(truth, "innocent_high")
+    highest = max(results["schools"], key=lambda s: s["ehe"]["observed"])
+    assert highest["urn"] == innocent, "the innocent school has the LA's highest raw EHE count"
+    assert not school(results, innocent)["audit"]
+
+
+def test_every_selected_school_says_why_with_the_rule_text(example_run) -> None:
+    results, _, _ = example_run
+    rules = {r["code"]: r for r in results["profile_settings"]["select"]["rules"]}
+    for entry in results["schools"]:
+        assert entry["audit"] == bool(entry["audit_reasons"])
+        for code, text in zip(entry["audit_reasons"], entry["audit_reasons_text"], strict=True):
+            assert text == rules[code]["explain"]
+
+
+def test_results_follow_the_data_contract(example_run) -> None:
+    results, _, out = example_run
+    assert results["tool"]["name"] == "offroll-audit"
+    assert set(results["overdispersion"]["ehe"]) >= {"alpha", "alpha_ci95", "method"}
+    bands = {"high_998", "high_95", "expected", "low_95", "low_998", "too_few"}
+    for entry in results["schools"]:
+        for outcome in ("ehe", "unexplained"):
+            block = entry[outcome]
+            assert block["band"] in bands
+            assert set(block) >= {"observed", "expected", "ratio", "ci95", "limit95", "limit998",
+                                  "z", "p", "q"}  # fmt: skip
+        assert set(entry["groups"]) >= {"sen_provision", "disadvantaged", "social_care", "key_stage"}
+        assert set(entry["letters"]) >= {"letters", "clusters", "templated"}
+    exits = pl.read_csv(EXAMPLE / "exits.csv", infer_schema_length=0)
+    assert len(results["exits"]) == exits.height
+    assert pl.read_csv(out / "exits.csv").height == exits.height
+    for cluster in results["letter_clusters"]:
+        assert cluster["verdict"] in {"school_template", "shared_public_template", "unique"}
+        assert cluster["families"] >= 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    expected_hash = hashlib.sha256((EXAMPLE / "pupils.csv").read_bytes()).hexdigest()
+    assert manifest["inputs"]["pupils.csv"] == expected_hash
+    assert set(pl.read_csv(out / "schools.csv").columns) >= {"urn", "ehe_observed", "ehe_band",
+                                                             "audit", "audit_reasons"}  # fmt: skip
+
+
+def _profile_without_refit() -> Profile:
+    base = load_profile("default")
+    settings = json.loads(json.dumps(base.settings))
+    settings["statistics"]["robust_baseline"] = "none"
+    return Profile(base.name, base.source, settings)
+
+
+@pytest.fixture(scope="module")
+def example_dataset():
+    dataset, _ = load_dataset(EXAMPLE)
+    return dataset
+
+
+def test_local_glm_observed_equals_expected_overall_and_by_sen(example_dataset) -> None:
+    """The GLM's score equations: sum O = sum E overall and within each level of a main effect."""
+    result = run_audit(example_dataset, AuditOptions(profile=_profile_without_refit(), letters=False))
+    for outcome in ("ehe", "unexplained"):
+        totals = result.outcomes[outcome].schools
+        assert totals["observed"].sum() == pytest.approx(totals["expected"].sum(), abs=1e-6)
+        groups = result.outcomes[outcome].groups.filter(pl.col("grouping") == "sen_provision")
+        by_level = groups.group_by("level").agg(pl.col("observed").sum(), pl.col("expected").sum())
+        np.testing.assert_allclose(by_level["observed"], by_level["expected"], atol=1e-6)
+
+
+def test_robust_refit_balances_on_the_schools_it_kept(example_dataset) -> None:
+    result = run_audit(example_dataset, AuditOptions(profile=load_profile("default"), letters=False))
+    ehe = result.outcomes["ehe"]
+    assert ehe.baseline.excluded_urns, "the planted off-roller is beyond the Poisson limit"
+    kept = ehe.schools.filter(~pl.col("urn").is_in(ehe.baseline.excluded_urns))
+    assert kept["observed"].sum() == pytest.approx(kept["expected"].sum(), abs=1e-6)
+
+
+def test_urn_restricts_the_report_not_the_baseline(example_run, tmp_path: Path) -> None:
+    results, _, _ = example_run
+    urn = results["schools"][5]["urn"]
+    out = tmp_path / "one"
+    assert run_cli("audit", EXAMPLE, "--out", out, "--urn", urn, "--no-workbooks", "-q") == 0
+    restricted = json.loads((out / "results.json").read_text())
+    assert [s["urn"] for s in restricted["schools"]] == [urn]
+    assert restricted["schools"][0]["ehe"] == school(results, urn)["ehe"]
+    assert {e["urn"] for e in restricted["exits"]} <= {urn}
+
+
+def test_term_window_and_json_output(tmp_path: Path, capsys) -> None:
+    capsys.readouterr()
+    code = run_cli("audit", EXAMPLE, "--out", tmp_path / "aut", "--term", "2024-AUT",
+                   "--no-workbooks", "--no-letters", "--json")  # fmt: skip
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["window"] == {"from": "2024-09-01", "to": "2024-12-31", "source": "term 2024-AUT"}
+    in_window = [e for e in printed["exits"] if e["in_window"]]
+    assert in_window and all("2024-09-01" <= e["exit_date"] <= "2024-12-31" for e in in_window)
+
+
+def test_pseudonymise_replaces_every_pupil_id_and_never_writes_the_key(tmp_path: Path, monkeypatch) -> None:
+    key = "a-secret-key-for-tests-only"
+    monkeypatch.setenv("OFFROLL_AUDIT_KEY", key)
+    out = tmp_path / "pseudo"
+    assert run_cli("audit", EXAMPLE, "--out", out, "--pseudonymise", "--no-workbooks",
+                   "--no-letters", "-q") == 0  # fmt: skip
+    real_ids = set(pl.read_csv(EXAMPLE / "pupils.csv", columns=["pupil_id"])["pupil_id"])
+    for path in out.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="ignore")
+            assert key not in text
+            assert not any(pid in text for pid in list(real_ids)[:2000]), path.name
+    ids = pl.read_csv(out / "exits.csv")["pupil_id"]
+    assert ids.str.starts_with("H").all() and ids.n_unique() > 100
+
+
+def test_pseudonymise_without_a_key_is_a_usage_error(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("OFFROLL_AUDIT_KEY", raising=False)
+    code = run_cli("audit", EXAMPLE, "--out", tmp_path / "x", "--pseudonymise", "--no-workbooks")
+    assert code == 2
+    assert "OFFROLL_AUDIT_KEY" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_out_folder_that_is_not_ours_is_refused(tmp_path: Path, capsys) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.docx").write_text("do not delete")
+    assert run_cli("audit", EXAMPLE, "--out", precious, "--no-workbooks", "--no-letters") == 2
+    assert "not written by offroll-audit" in capsys.readouterr().err
+    assert [p.name for p in precious.iterdir()] == ["thesis.docx"]
+
+
+def test_out_inside_the_dataset_is_refused(tmp_path: Path) -> None:
+    assert run_cli("audit", EXAMPLE, "--out", EXAMPLE / "out", "--no-workbooks") == 2
+    assert not (EXAMPLE / "out").exists()
+
+
+def test_a_failed_run_leaves_no_partial_output(tmp_path: Path, monkeypatch) -> None:
+    """A crash while writing leaves neither OUT nor a staging folder behind."""
+    import offroll_audit.report as report
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report, "exits_csv_frame", broken)
+    assert run_cli("audit", EXAMPLE, "--out", tmp_path / "out", "--no-workbooks", "--no-letters") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rerun_replaces_an_earlier_output(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for _ in range(2):
+        assert run_cli("audit", EXAMPLE, "--out", out, "--no-workbooks", "--no-letters", "-q") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_bad_options_exit_2(tmp_path: Path, capsys) -> None:
+    assert run_cli("audit", EXAMPLE, "--out", tmp_path / "o", "--term", "2024-WINTER") == 2
+    assert run_cli("audit", EXAMPLE, "--out", tmp_path / "o", "--method", "magic") == 2
+    assert run_cli("audit", EXAMPLE, "--out", tmp_path / "o", "--baseline", "mars") == 2
+    assert run_cli("audit", EXAMPLE, "--out", tmp_path / "o", "--profile", "nope") == 2
+    assert run_cli("audit", tmp_path / "missing", "--out", tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_england_baseline_runs_and_says_what_it_left_out(tmp_path: Path) -> None:
+    out = tmp_path / "eng"
+    assert run_cli("audit", EXAMPLE, "--out", out, "--baseline", "england", "--no-workbooks",
+                   "--no-letters", "-q") == 0  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert results["baseline"]["kind"] == "file"
+    assert "England" in results["baseline"]["source"]
+    assert any("y10" in w.lower() or "year 10" in w.lower() for w in results["warnings"])
+
+
+def test_letters_command_writes_clusters(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "letters"
+    assert run_cli("letters", EXAMPLE, "--out", out, "--json") == 0
+    clusters = json.loads(capsys.readouterr().out)["letter_clusters"]
+    assert any(c["verdict"] == "school_template" for c in clusters)
+    assert pl.read_csv(out / "letters.csv").height == pl.read_csv(EXAMPLE / "letters.csv").height
+
+
+def test_fixtures_command_is_deterministic(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        args = ("fixtures", tmp_path / name, "--seed", "9", "--schools", "12", "--pupils", "3000")
+        assert run_cli(*args, "--no-letters", "-q") == 0
+    assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
