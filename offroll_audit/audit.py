@@ -90,15 +90,12 @@ def run_audit(dataset: Dataset, options: AuditOptions) -> AuditResult:
     if options.baseline != "local":
         covered = exp.baseline_outcomes(exp.baseline_path(options.baseline))
     outcomes = {}
-    for outcome in OUTCOMES:
-        subset, case_mix = _population(at_risk, outcome, profile)
-        if subset.is_empty():
-            continue
+    for outcome, (cells, case_mix) in outcome_cells(at_risk, profile).items():
         if outcome not in covered:
             warnings.append(f"{OUTCOME_LABEL[outcome]}: the baseline {options.baseline} has no "
                             "rates for them, so they were not tested")  # fmt: skip
             continue
-        outcomes[outcome] = assess_outcome(subset, outcome, case_mix, window, options)
+        outcomes[outcome] = assess_outcome(cells, outcome, case_mix, window, options)
         if outcomes[outcome].overdispersion.warning:
             warnings.append(f"{OUTCOME_LABEL[outcome]}: {outcomes[outcome].overdispersion.warning}")
     schools = school_table(dataset, pupils, exits, outcomes, letters)
@@ -107,19 +104,33 @@ def run_audit(dataset: Dataset, options: AuditOptions) -> AuditResult:
     return AuditResult(window, options, schools, exits, outcomes, letters, warnings)
 
 
-def _population(at_risk: pl.DataFrame, outcome: str, profile: Profile) -> tuple[pl.DataFrame, list[str]]:
+def outcome_cells(at_risk: pl.DataFrame, profile: Profile) -> dict[str, tuple[pl.DataFrame, list[str]]]:
+    """Case-mix cells for each outcome, aggregated once per population: all pupils for EHE and
+    unexplained exits, Year 10 pupils (without year group in the case mix) for Year 10 loss."""
     case_mix = list(profile.statistics.get("case_mix", exp.DEFAULT_CASE_MIX))
-    if outcome == "y10_loss":
-        return at_risk.filter(pl.col("year_group") == "10"), [c for c in case_mix if c != "year_group"]
-    return at_risk, case_mix
+    populations = {
+        ("ehe", "unexplained"): (at_risk, case_mix),
+        ("y10_loss",): (at_risk.filter(pl.col("year_group") == "10"),
+                        [c for c in case_mix if c != "year_group"]),
+    }  # fmt: skip
+    cells_by_outcome = {}
+    for names, (pupils, mix) in populations.items():
+        if pupils.is_empty():
+            continue
+        cells = exp.aggregate_cells(pupils, list(names), mix)
+        for name in names:
+            events = cells.rename({f"events_{name}": "events"}).drop(
+                [f"events_{other}" for other in names if other != name]
+            )
+            cells_by_outcome[name] = (events, mix)
+    return cells_by_outcome
 
 
-def assess_outcome(at_risk: pl.DataFrame, outcome: str, case_mix: list[str], window: Window,
+def assess_outcome(cells: pl.DataFrame, outcome: str, case_mix: list[str], window: Window,
                    options: AuditOptions) -> OutcomeResult:  # fmt: skip
-    """Expected counts, then the tests; with a local baseline, refit without the
-    schools a first pass bands high_998 so they do not inflate their own yardstick."""
+    """Expected counts, then the tests; a local baseline is first refitted without the clear
+    outliers so that they do not inflate their own yardstick (see refit_without_outliers)."""
     settings = options.profile.statistics
-    cells = exp.aggregate_cells(at_risk, outcome, case_mix)
     model = settings.get("case_mix_model", "main")
     if options.baseline == "local":
         baseline = exp.Baseline("local", "fitted on this dataset, all schools pooled",
@@ -128,37 +139,44 @@ def assess_outcome(at_risk: pl.DataFrame, outcome: str, case_mix: list[str], win
         path = exp.baseline_path(options.baseline)
         rates, source = exp.file_rates(path, outcome, cells, case_mix, window)
         baseline = exp.Baseline("file", source, rates, "published relative risks")
-    tested, groups, alpha = _expected_and_tests(cells, baseline, case_mix, options)
     if options.baseline == "local" and settings.get("robust_baseline", "refit") == "refit":
-        excluded: list[str] = []
-        for _ in range(3):  # refit until the set of clear outliers stops growing
-            found = sorted(set(excluded) | set(clear_outliers(tested, settings)))
-            if found == excluded:
-                break
-            excluded = found
-            kept = cells.filter(~pl.col("urn").is_in(excluded))
-            baseline.rates = exp.fit_local_rates(kept, case_mix, model)
-            tested, groups, alpha = _expected_and_tests(cells, baseline, case_mix, options)
-        if excluded:
-            baseline.excluded_urns = excluded
-            baseline.note = (f"refitted without {len(excluded)} school(s) whose counts were beyond "
-                             "the Poisson 99.9% limit in a first pass, so their exits do not raise "
-                             "the rates they and every similar school are judged against")  # fmt: skip
-        else:
-            baseline.note = "no school was beyond the Poisson 99.9% limit in a first pass, so no refit was needed"
+        baseline.excluded_urns = refit_without_outliers(cells, baseline, case_mix, model, settings)
+        baseline.note = (
+            f"refitted without {len(baseline.excluded_urns)} school(s) whose counts were beyond the "
+            "Poisson 99.9% limit in a first pass, so their exits do not raise the rates they and "
+            "every similar school are judged against"
+            if baseline.excluded_urns
+            else "no school was beyond the Poisson 99.9% limit in a first pass, so no refit was needed"
+        )
+    tested, groups, alpha = _expected_and_tests(cells, baseline, case_mix, options)
     fpr = None
     if options.method == "funnelplotr":
         fpr = stats.funnelplotr_shmi(tested["observed"].to_numpy(), tested["expected"].to_numpy())
     return OutcomeResult(outcome, tested, groups, alpha, baseline, fpr)
 
 
-def clear_outliers(tested: pl.DataFrame, settings: dict) -> list[str]:
-    """Schools whose count is beyond chance even without overdispersion (Poisson p below the
-    profile's outlier_p): the same schools are set aside when alpha is estimated. Using the
-    Poisson p, not the band, matters: an off-roller inflates the baseline and alpha that its
-    own band depends on, and so can hide below high_998 in a first pass."""
+def refit_without_outliers(cells: pl.DataFrame, baseline: exp.Baseline, case_mix: list[str],
+                           model: str, settings: dict) -> list[str]:  # fmt: skip
+    """Refit the local rates without clear outliers until that set stops growing (at most 3
+    passes); returns the schools left out.
+
+    A clear outlier's count is beyond chance even without overdispersion (Poisson p below
+    the profile's outlier_p); the same rule sets schools aside when alpha is estimated. The
+    Poisson p, not the band, matters: an off-roller inflates the baseline and alpha its own
+    band depends on, and so can hide below high_998 in a first pass.
+    """
     threshold = float(settings.get("outlier_p", 0.001))
-    return tested.filter(pl.col("p_poisson") < threshold).get_column("urn").to_list()
+    excluded: list[str] = []
+    for _ in range(3):
+        totals = exp.school_totals(exp.expected_by_cell(cells, baseline.rates, case_mix))
+        p = stats.poisson_p_upper(totals["observed"].to_numpy(), totals["expected"].to_numpy())
+        found = sorted(set(excluded) | set(totals.filter(pl.Series(p < threshold))["urn"]))
+        if found == excluded:
+            break
+        excluded = found
+        kept = cells.filter(~pl.col("urn").is_in(excluded))
+        baseline.rates = exp.fit_local_rates(kept, case_mix, model)
+    return excluded
 
 
 def _expected_and_tests(cells: pl.DataFrame, baseline: exp.Baseline, case_mix: list[str],

@@ -1,0 +1,108 @@
+"""National-scale audit: time each stage after loading, and the whole `audit` command.
+
+Usage: python benchmarks/bench_audit.py [--data DIR] [--schools 21000] [--pupils 9000000]
+
+Generates the dataset once (cached under /tmp, no letters), then in fresh
+processes (so peak RSS is the run's own):
+  1. the stages after loading: window + census, classify, expected counts and
+     tests for every outcome (with the robust refit), selection;
+  2. `offroll-audit audit DATA --out OUT --no-letters --no-workbooks`, end to end.
+Targets on a 2-core machine: statistics after loading < 5 s; the whole command < 30 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CACHE = Path("/tmp/offroll-bench-audit")
+
+
+def stages(data: Path) -> None:
+    """Run in a child process: print one JSON line of stage timings."""
+    from offroll_audit import audit as pipeline
+    from offroll_audit import expected as exp
+    from offroll_audit.audit import AuditOptions
+    from offroll_audit.classify import classify_exits
+    from offroll_audit.load import load_dataset
+    from offroll_audit.profile import load_profile
+    from offroll_audit.select import select_schools
+    from offroll_audit.window import choose_window, pick_census
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    dataset, _ = load_dataset(data)
+    timings["load"] = time.perf_counter() - started
+    options = AuditOptions(profile=load_profile("default"), letters=False)
+    profile = options.profile
+    mark = time.perf_counter()
+    window = choose_window(dataset.exits, None, None, None)
+    pupils = pick_census(dataset.pupils, window)
+    exits = classify_exits(dataset.exits, pupils, dataset.schools, window, profile)
+    timings["classify"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    at_risk = exp.pupils_at_risk(pupils, exits, window, pipeline.outcome_filters(profile))
+    outcomes = {
+        outcome: pipeline.assess_outcome(cells, outcome, case_mix, window, options)
+        for outcome, (cells, case_mix) in pipeline.outcome_cells(at_risk, profile).items()
+    }
+    timings["expected_and_tests"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    schools = pipeline.school_table(dataset, pupils, exits, outcomes, None)
+    schools = select_schools(schools, profile)
+    timings["school_table_and_select"] = time.perf_counter() - mark
+    timings["statistics_after_loading"] = sum(v for k, v in timings.items() if k != "load")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(json.dumps({
+        "pupil_rows": dataset.pupils.height, "exits": dataset.exits.height,
+        "schools": dataset.schools.height, "selected": int(schools["audit"].sum()),
+        "alpha_ehe": round(outcomes["ehe"].overdispersion.alpha, 4),
+        "seconds": {k: round(v, 2) for k, v in timings.items()}, "peak_rss_gb": round(peak, 2),
+    }))  # fmt: skip
+
+
+def whole_command(data: Path) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "out"
+        command = [sys.executable, "-m", "offroll_audit", "audit", str(data), "--out", str(out),
+                   "--no-letters", "--no-workbooks", "--quiet"]  # fmt: skip
+        started = time.perf_counter()
+        subprocess.run(command, check=True)
+        seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+    return {"audit_command_seconds": round(seconds, 1), "audit_command_peak_rss_gb": round(peak, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None, help="an existing dataset folder")
+    parser.add_argument("--schools", type=int, default=21_000)
+    parser.add_argument("--pupils", type=int, default=9_000_000)
+    parser.add_argument("--stages-only", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stages_only:
+        stages(args.stages_only)
+        return
+    data = args.data or CACHE / f"s{args.schools}-p{args.pupils}"
+    if not (data / "pupils.csv").exists():
+        from offroll_audit.synthetic import generate_dataset
+
+        print(f"generating {args.pupils:,} pupils at {args.schools:,} schools in {data} ...")
+        generate_dataset(data, schools=args.schools, pupils=args.pupils, letters=False)
+    run = subprocess.run([sys.executable, __file__, "--stages-only", str(data)],
+                         check=True, capture_output=True, text=True)  # fmt: skip
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    report.update(whole_command(data))
+    print(json.dumps(report, indent=2))
+    ok = report["seconds"]["statistics_after_loading"] < 5 and report["audit_command_seconds"] < 30
+    print("targets (statistics < 5 s, audit < 30 s):", "met" if ok else "NOT met")
+
+
+if __name__ == "__main__":
+    main()
