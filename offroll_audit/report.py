@@ -56,10 +56,9 @@ def input_hashes(dataset: Dataset) -> dict[str, str]:
     files = list(dataset.files.values())
     if dataset.has_letters:
         files += [Path(p) for p in dataset.letters.get_column("path").drop_nulls().to_list()]
-    return {
-        path.relative_to(dataset.root).as_posix(): sha256_file(path)
-        for path in sorted(set(files))
-    }
+    root = dataset.root.resolve()
+    resolved = sorted({Path(p).resolve() for p in files})
+    return {path.relative_to(root).as_posix(): sha256_file(path) for path in resolved}
 
 
 def read_key(key_file: Path | None) -> bytes:

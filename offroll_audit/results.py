@@ -131,7 +131,8 @@ def build_results(result: AuditResult, manifest: dict[str, Any],
         "profile_settings": profile.settings,
         "method": result.options.method,
         "baseline": baseline_block(result),
-        "overdispersion": {o: overdispersion_block(r.overdispersion) for o, r in result.outcomes.items()},
+        "overdispersion": {o: overdispersion_block(r.overdispersion, r.funnelplotr)
+                           for o, r in result.outcomes.items()},  # fmt: skip
         "warnings": result.warnings + (result.letters.warnings if result.letters else []),
         "data_issues": data_issues or [],
         "schools": schools,
@@ -153,8 +154,10 @@ def baseline_block(result: AuditResult) -> dict[str, Any]:
     return block
 
 
-def overdispersion_block(alpha) -> dict[str, Any]:
-    return {
+def overdispersion_block(alpha, funnelplotr=None) -> dict[str, Any]:
+    """Alpha with its interval and how it was found; with --method funnelplotr, also FunnelPlotR's
+    phi and tau^2 (the bands then come from its limits)."""
+    block = {
         "alpha": clean_number(alpha.alpha),
         "alpha_ci95": [clean_number(alpha.alpha_ci95[0]), clean_number(alpha.alpha_ci95[1])],
         "method": alpha.method,
@@ -163,6 +166,10 @@ def overdispersion_block(alpha) -> dict[str, Any]:
         "n_set_aside": alpha.n_set_aside,
         "warning": alpha.warning,
     }
+    if funnelplotr is not None:
+        block["funnelplotr"] = {"phi": clean_number(funnelplotr.phi),
+                                "tau2": clean_number(funnelplotr.tau2)}  # fmt: skip
+    return block
 
 
 EXIT_FIELDS = [

@@ -252,3 +252,18 @@ def test_fixtures_command_is_deterministic(tmp_path: Path) -> None:
         args = ("fixtures", tmp_path / name, "--seed", "9", "--schools", "12", "--pupils", "3000")
         assert run_cli(*args, "--no-letters", "-q") == 0
     assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
+
+
+@pytest.mark.parametrize("method", ["poisson", "funnelplotr"])
+def test_other_methods(method: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(EXAMPLE.parent)  # a relative DATA path, as users type it
+    out = tmp_path / method
+    assert run_cli("audit", EXAMPLE.name, "--out", out, "--method", method, "--no-workbooks",
+                   "--no-letters", "-q") == 0  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert results["method"] == method
+    block = results["overdispersion"]["ehe"]
+    if method == "poisson":
+        assert block["alpha"] == 0 and block["method"] == "poisson"
+    else:
+        assert block["funnelplotr"]["phi"] > 0 and block["funnelplotr"]["tau2"] >= 0
