@@ -148,7 +148,15 @@ def assess_outcome(cells: pl.DataFrame, outcome: str, case_mix: list[str], windo
             if baseline.excluded_urns
             else "no school was beyond the Poisson 99.9% limit in a first pass, so no refit was needed"
         )
-    tested, groups, alpha = _expected_and_tests(cells, baseline, case_mix, options)
+    own_rates = None
+    if options.baseline == "local" and settings.get("robust_baseline", "refit") == "refit":
+        suspects = leave_one_out_candidates(cells, baseline, case_mix)
+        own_rates = exp.leave_one_out_rates(cells, case_mix, model, suspects)
+        baseline.left_out_urns = suspects
+        if suspects:
+            baseline.note += (f"; {len(suspects)} school(s) above their expected count were each "
+                              "judged against rates fitted without their own pupils (leave one out)")  # fmt: skip
+    tested, groups, alpha = _expected_and_tests(cells, baseline, case_mix, options, own_rates)
     fpr = None
     if options.method == "funnelplotr":
         fpr = stats.funnelplotr_shmi(tested["observed"].to_numpy(), tested["expected"].to_numpy())
@@ -174,14 +182,26 @@ def refit_without_outliers(cells: pl.DataFrame, baseline: exp.Baseline, case_mix
         if found == excluded:
             break
         excluded = found
-        kept = cells.filter(~pl.col("urn").is_in(excluded))
-        baseline.rates = exp.fit_local_rates(kept, case_mix, model)
+        baseline.rates = exp.fit_local_rates(cells, case_mix, model, exclude=excluded)
     return excluded
 
 
+def leave_one_out_candidates(cells: pl.DataFrame, baseline: exp.Baseline, case_mix: list[str],
+                             p_below: float = 0.05, limit: int = 3000) -> list[str]:  # fmt: skip
+    """Schools whose count is above their pooled expectation (Poisson p < 0.05): the ones whose
+    own exits could have raised their yardstick enough to matter. Capped (smallest p first)
+    so national runs stay fast; schools already left out of the fit need no second look."""
+    totals = exp.school_totals(exp.expected_by_cell(cells, baseline.rates, case_mix))
+    p = stats.poisson_p_upper(totals["observed"].to_numpy(), totals["expected"].to_numpy())
+    suspects = totals.with_columns(pl.Series("p", p)).filter(
+        (pl.col("p") < p_below) & ~pl.col("urn").is_in(baseline.excluded_urns)
+    )
+    return suspects.sort("p", "urn").head(limit).get_column("urn").sort().to_list()
+
+
 def _expected_and_tests(cells: pl.DataFrame, baseline: exp.Baseline, case_mix: list[str],
-                        options: AuditOptions):  # fmt: skip
-    with_expected = exp.expected_by_cell(cells, baseline.rates, case_mix)
+                        options: AuditOptions, own_rates: pl.DataFrame | None = None):  # fmt: skip
+    with_expected = exp.expected_by_cell(cells, baseline.rates, case_mix, own_rates)
     totals = exp.school_totals(with_expected)
     tested, alpha = stats.test_schools(totals, options.profile.statistics, options.method)
     return tested, exp.group_breakdown(with_expected), alpha

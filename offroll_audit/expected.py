@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from scipy.special import expit
 
 from offroll_audit import codes
 from offroll_audit.problems import UsageError
@@ -34,7 +35,8 @@ class Baseline:
     source: str
     rates: pl.DataFrame  # case-mix columns + `rate` (probability of the outcome within the window)
     model: str = "main"
-    excluded_urns: list[str] = field(default_factory=list)
+    excluded_urns: list[str] = field(default_factory=list)  # left out of the pooled fit
+    left_out_urns: list[str] = field(default_factory=list)  # judged against leave-one-out rates
     note: str = ""
 
 
@@ -165,32 +167,112 @@ def _level_order(factor: str):
     return (lambda v: order.index(v) if v in order else len(order)) if order else (lambda v: v)
 
 
-def fit_local_rates(cells: pl.DataFrame, case_mix: list[str], model: str = "main") -> pl.DataFrame:
-    """Pooled rate per case-mix pattern from a binomial-logit GLM on aggregated cells.
+def fit_local_rates(cells: pl.DataFrame, case_mix: list[str], model: str = "main",
+                    exclude: list[str] | None = None) -> pl.DataFrame:  # fmt: skip
+    """Pooled rate for every case-mix pattern in `cells`, from a binomial-logit GLM fitted on the
+    aggregated cells of the schools not in `exclude`.
 
-    The GLM is fitted with proportions and trials as variance weights, which is
-    the pupil-level likelihood regrouped; "saturated" skips the model and uses
-    each pattern's pooled rate.
+    The GLM is fitted with proportions and trials as variance weights, which is the pupil-level
+    likelihood regrouped. Patterns seen only at excluded schools still get a predicted rate (a
+    missing rate would make their expected count 0 and the school look worse); a level seen only
+    there takes the reference level's rate. "saturated" uses each pattern's pooled rate (the
+    overall rate where only excluded schools have the pattern).
     """
-    patterns = cells.group_by(case_mix).agg(pl.col("trials").sum(), pl.col("events").sum()).sort(case_mix)
-    if model == "saturated" or patterns.get_column("events").sum() == 0:
-        rate = (pl.col("events") / pl.col("trials")).fill_nan(0.0)
-        return patterns.with_columns(rate.alias("rate")).select(*case_mix, "rate")
+    excluded = exclude or []
+    fitted = cells.filter(~pl.col("urn").is_in(excluded)) if excluded else cells
+    patterns = (
+        cells.select(case_mix).unique()
+        .join(fitted.group_by(case_mix).agg(pl.col("trials").sum(), pl.col("events").sum()),
+              on=case_mix, how="left")
+        .with_columns(pl.col("trials").fill_null(0.0), pl.col("events").fill_null(0))
+        .sort(case_mix)
+    )  # fmt: skip
+    trials = patterns.get_column("trials").to_numpy()
+    events = patterns.get_column("events").to_numpy().astype(float)
+    if model == "saturated" or events.sum() == 0:
+        overall = events.sum() / trials.sum() if trials.sum() > 0 else 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = np.where(trials > 0, events / trials, overall)
+        return patterns.select(case_mix).with_columns(pl.Series("rate", rate))
     if model not in ("main", "interactions"):
         raise UsageError(f"case_mix_model {model!r}: use main, interactions or saturated")
     from statsmodels.genmod import families
     from statsmodels.genmod.generalized_linear_model import GLM
 
     exog, _names = design_matrix(patterns, case_mix, model)
-    trials = patterns.get_column("trials").to_numpy()
-    proportion = patterns.get_column("events").to_numpy() / trials
+    seen = trials > 0
+    estimable = (exog[seen] != 0).any(axis=0)  # a dummy with no fitted pupils stays at 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # separation (a level with no events) is handled below
-        fit = GLM(proportion, exog, family=families.Binomial(), var_weights=trials).fit(
-            method="newton", maxiter=100, tol=1e-12
-        )
-    rate = np.clip(fit.predict(exog), 0.0, 1.0)
+        fit = GLM(events[seen] / trials[seen], exog[seen][:, estimable], family=families.Binomial(),
+                  var_weights=trials[seen]).fit(method="newton", maxiter=100, tol=1e-12)  # fmt: skip
+    rate = np.clip(fit.predict(exog[:, estimable]), 0.0, 1.0)
     return patterns.select(case_mix).with_columns(pl.Series("rate", rate))
+
+
+def leave_one_out_rates(cells: pl.DataFrame, case_mix: list[str], model: str,
+                        urns: list[str], iterations: int = 8) -> pl.DataFrame:  # fmt: skip
+    """For each given school, the rates of its own case-mix patterns fitted without its pupils.
+
+    A school that loses many vulnerable pupils raises the pooled rates for exactly those
+    pupils and so its own expected count (in a 40-school LA, by half). Refitting for every
+    school would cost a GLM each; instead each fit starts from the pooled coefficients and
+    takes Newton steps on the pattern totals minus the school's own cells, for all the
+    schools at once (a few hundred patterns, so this is matrix algebra, not a loop over pupils).
+    Returns urn, pattern, rate.
+    """
+    empty = pl.DataFrame(schema={"urn": pl.String, "pattern": pl.UInt64, "rate": pl.Float64})
+    if not urns:
+        return empty
+    patterns = cells.group_by("pattern", *case_mix).agg(pl.col("trials").sum(), pl.col("events").sum())
+    patterns = patterns.sort("pattern").with_row_index("p")
+    own = cells.filter(pl.col("urn").is_in(urns)).join(patterns.select("pattern", "p"), on="pattern")
+    schools = own.get_column("urn").unique().sort()
+    s = own.get_column("urn").cast(pl.Enum(schools)).to_physical().to_numpy()
+    p = own.get_column("p").to_numpy()
+    shape = (schools.len(), patterns.height)
+    n, y = np.zeros(shape), np.zeros(shape)
+    np.add.at(n, (s, p), own.get_column("trials").to_numpy())
+    np.add.at(y, (s, p), own.get_column("events").to_numpy())
+    trials = patterns.get_column("trials").to_numpy()[None, :] - n
+    events = patterns.get_column("events").to_numpy()[None, :] - y
+    if model == "saturated" or events.sum() == 0:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rates = np.where(trials > 0, events / trials, 0.0)
+    else:
+        exog, _ = design_matrix(patterns, case_mix, model)
+        rates = _logit_newton_batch(exog, trials, events, iterations)
+    return pl.DataFrame(
+        {"urn": schools.gather(s), "pattern": patterns.get_column("pattern").gather(p),
+         "rate": np.clip(rates[s, p], 0.0, 1.0)}  # fmt: skip
+    )
+
+
+def _logit_newton_batch(exog: np.ndarray, trials: np.ndarray, events: np.ndarray,
+                        iterations: int) -> np.ndarray:  # fmt: skip
+    """Binomial-logit fits of one design to many (trials, events) rows at once -> fitted rates.
+
+    Each row starts from the fit to all rows pooled (which it barely differs from), so a few
+    Newton steps converge. A tiny ridge keeps the Hessian invertible when a level has no events
+    left (separation); its coefficient then heads towards minus infinity, the right answer:
+    nobody else had such an exit.
+    """
+    k = exog.shape[1]
+    pairs = (exog[:, :, None] * exog[:, None, :]).reshape(exog.shape[0], k * k)
+    ridge = 1e-8 * np.eye(k)
+
+    def newton(beta: np.ndarray, n: np.ndarray, y: np.ndarray, steps: int) -> np.ndarray:
+        for _ in range(steps):
+            mu = expit(beta @ exog.T)
+            gradient = (y - n * mu) @ exog
+            hessian = ((n * mu * (1 - mu)) @ pairs).reshape(-1, k, k) + ridge
+            beta = beta + np.linalg.solve(hessian, gradient[..., None])[..., 0]
+        return beta
+
+    pooled_n, pooled_y = trials.sum(axis=0, keepdims=True), events.sum(axis=0, keepdims=True)
+    pooled = newton(np.zeros((1, k)), pooled_n / len(trials), pooled_y / len(trials), 30)
+    beta = newton(np.repeat(pooled, len(trials), axis=0), trials, events, iterations)
+    return expit(beta @ exog.T)
 
 
 # --------------------------------------------------------------------------- file baselines
@@ -244,10 +326,16 @@ def file_rates(path: Path, outcome: str, cells: pl.DataFrame, case_mix: list[str
 # --------------------------------------------------------------------------- expected counts
 
 
-def expected_by_cell(cells: pl.DataFrame, rates: pl.DataFrame, case_mix: list[str]) -> pl.DataFrame:
-    """Each school-cell with its expected count trials x rate."""
+def expected_by_cell(cells: pl.DataFrame, rates: pl.DataFrame, case_mix: list[str],
+                     own_rates: pl.DataFrame | None = None) -> pl.DataFrame:  # fmt: skip
+    """Each school-cell with its expected count trials x rate; `own_rates` (urn, pattern, rate:
+    a school's leave-one-out rates) take precedence over the pooled ones."""
     lookup = rates.select(pattern_key(rates.schema, case_mix).alias("pattern"), "rate")
     joined = cells.join(lookup, on="pattern", how="left", maintain_order="left")
+    if own_rates is not None and own_rates.height:
+        joined = joined.join(own_rates.rename({"rate": "_own"}), on=["urn", "pattern"], how="left",
+                             maintain_order="left").with_columns(
+            pl.coalesce("_own", "rate").alias("rate")).drop("_own")  # fmt: skip
     return joined.with_columns((pl.col("trials") * pl.col("rate").fill_null(0.0)).alias("expected"))
 
 

@@ -148,7 +148,8 @@ def baseline_block(result: AuditResult) -> dict[str, Any]:
     if ehe is not None:
         block.update(source=ehe.baseline.source, model=ehe.baseline.model)
     block["robust"] = {
-        o: {"excluded_urns": r.baseline.excluded_urns, "note": r.baseline.note}
+        o: {"excluded_urns": r.baseline.excluded_urns, "left_out_urns": r.baseline.left_out_urns,
+            "note": r.baseline.note}
         for o, r in result.outcomes.items()
     }
     return block

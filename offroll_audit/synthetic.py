@@ -1119,9 +1119,11 @@ def plant_patterns(
     natural = np.bincount(roll.school[dest == DEST["EHE"]], minlength=n_schools)
     free = (dest < 0) & (roll.status == C) & (roll.start == 0)
     vulnerable = (roll.sen > 0) | roll.dis | (roll.social > 0)
-    # 1. off-rolling into EHE: vulnerable Y9-11 pupils, up to `factor` x the intake prediction
+    # 1. off-rolling into EHE: vulnerable Y9-11 pupils, until the school has lost `factor` x
+    #    the intake prediction ("a school expecting 15 loses 45"), whatever its natural draw
     wanted = np.zeros(n_schools, dtype=np.int64)
-    wanted[plan.offroll_ehe] = np.round((factor - 1) * expected[plan.offroll_ehe]).astype(np.int64)
+    target = np.round(factor * expected[plan.offroll_ehe]).astype(np.int64)
+    wanted[plan.offroll_ehe] = np.maximum(target - natural[plan.offroll_ehe], 0)
     rows = np.flatnonzero(
         free
         & np.isin(roll.school, plan.offroll_ehe)

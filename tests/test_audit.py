@@ -131,12 +131,48 @@ def test_local_glm_observed_equals_expected_overall_and_by_sen(example_dataset) 
         np.testing.assert_allclose(by_level["observed"], by_level["expected"], atol=1e-6)
 
 
+def _ehe_cells(dataset):
+    from offroll_audit import expected as exp
+    from offroll_audit.audit import outcome_cells, outcome_filters
+    from offroll_audit.classify import classify_exits
+    from offroll_audit.window import choose_window, pick_census
+
+    profile = load_profile("default")
+    window = choose_window(dataset.exits, None, None, None)
+    pupils = pick_census(dataset.pupils, window)
+    exits = classify_exits(dataset.exits, pupils, dataset.schools, window, profile)
+    at_risk = exp.pupils_at_risk(pupils, exits, window, outcome_filters(profile))
+    return outcome_cells(at_risk, profile)["ehe"]
+
+
 def test_robust_refit_balances_on_the_schools_it_kept(example_dataset) -> None:
+    from offroll_audit import expected as exp
+
     result = run_audit(example_dataset, AuditOptions(profile=load_profile("default"), letters=False))
-    ehe = result.outcomes["ehe"]
-    assert ehe.baseline.excluded_urns, "the planted off-roller is beyond the Poisson limit"
-    kept = ehe.schools.filter(~pl.col("urn").is_in(ehe.baseline.excluded_urns))
+    baseline = result.outcomes["ehe"].baseline
+    assert baseline.excluded_urns, "the planted off-roller is beyond the Poisson limit"
+    cells, case_mix = _ehe_cells(example_dataset)
+    totals = exp.school_totals(exp.expected_by_cell(cells, baseline.rates, case_mix))
+    kept = totals.filter(~pl.col("urn").is_in(baseline.excluded_urns))
     assert kept["observed"].sum() == pytest.approx(kept["expected"].sum(), abs=1e-6)
+
+
+def test_leave_one_out_matches_a_full_refit_without_the_school(example_dataset) -> None:
+    """The batched Newton leave-one-out equals a statsmodels GLM fitted without the school."""
+    from offroll_audit import expected as exp
+
+    cells, case_mix = _ehe_cells(example_dataset)
+    busiest = cells.group_by("urn").agg(pl.col("events").sum()).sort("events", "urn")["urn"]
+    chosen = busiest.tail(3).to_list()
+    own = exp.leave_one_out_rates(cells, case_mix, "main", chosen)
+    for urn in chosen:
+        refit = exp.fit_local_rates(cells, case_mix, "main", exclude=[urn])
+        expected_refit = exp.expected_by_cell(cells.filter(pl.col("urn") == urn), refit, case_mix)
+        expected_own = exp.expected_by_cell(cells.filter(pl.col("urn") == urn), refit, case_mix,
+                                            own.filter(pl.col("urn") == urn))  # fmt: skip
+        assert expected_own["expected"].sum() == pytest.approx(
+            expected_refit["expected"].sum(), rel=1e-6
+        )
 
 
 def test_urn_restricts_the_report_not_the_baseline(example_run, tmp_path: Path) -> None:
