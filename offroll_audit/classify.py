@@ -8,6 +8,8 @@ pack can print. Everything is vectorised over the exits frame.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import polars as pl
 
@@ -42,7 +44,8 @@ FLAG_TEXT = {
     "LOW_ATTENDANCE": "attendance below the persistent-absence line before leaving",
     "LATE_NOTIFICATION": "the LA was told late, or not at all, of the deletion",
     "RETURNED_QUICKLY": "back on a school roll within weeks of going into home education",
-    "SCHOOL_PRESSURE_REASON": "the parent's reason points at the school (pressure or risk of exclusion)",
+    "SCHOOL_PRESSURE_REASON": "the parent's reason points at the school "
+    "(pressure or risk of exclusion)",
     "CME_UNKNOWN": "whereabouts unknown: a welfare check is due",
     "TEMPLATED_LETTER": "the parent's letter matches a template that points to the school",
 }
@@ -52,86 +55,197 @@ PUPIL_FIELDS = [
     "year_group", "sen_provision", "disadvantaged", "social_care", "sen_need",
     "attendance", "suspensions",
 ]  # fmt: skip
+KEYS = ["pupil_id", "urn"]
+NO_CODES = pl.List(pl.String())
 
 
 def attach_pupils(exits: pl.DataFrame, pupils: pl.DataFrame) -> pl.DataFrame:
-    """Each exit with the characteristics of that pupil at that school."""
-    fields = pupils.select("pupil_id", "urn", *PUPIL_FIELDS, pl.col("family_id").alias("_pupil_family"))
-    joined = exits.join(fields.unique(["pupil_id", "urn"], keep="first"), on=["pupil_id", "urn"], how="left", maintain_order="left")
-    return joined.with_columns(
-        pl.coalesce("family_id", "_pupil_family").alias("family_id")
-    ).drop("_pupil_family")
+    """Each exit with the characteristics of that pupil at that school (first roll row).
 
-
-def school_context(pupils: pl.DataFrame, schools: pl.DataFrame) -> pl.DataFrame:
-    """Per school: its final year group (from its roll) and phase (from schools.csv)."""
-    final = pupils.group_by("urn").agg(
-        pl.col("year_group").to_physical().max().alias("_final_year_index")
+    A national roll has millions of rows and only a few percent of pupils leave, so the
+    roll is first cut to the pupils who have an exit (a test on a hash of the id), then
+    joined on a hash of (pupil_id, urn). Hashes only make it fast: every match is checked
+    against the real keys, and any doubt (a collision, or a pupil on the roll twice at
+    one school) falls back to the exact join on the keys themselves.
+    """
+    fields = pupils.select(*KEYS, *PUPIL_FIELDS, pl.col("family_id").alias("_pupil_family"))
+    wanted = exits.get_column("pupil_id").hash(seed=0).unique().implode()
+    fields = fields.filter(pl.col("pupil_id").hash(seed=0).is_in(wanted))
+    key = pl.struct(KEYS).hash(seed=0).alias("_key")
+    right = fields.select(key, pl.col("pupil_id").alias("_pid"), pl.col("urn").alias("_urn"),
+                          pl.exclude(KEYS))  # fmt: skip
+    joined = exits.with_columns(key).join(right, on="_key", how="left", maintain_order="left")
+    same = ((pl.col("_pid") == pl.col("pupil_id")) & (pl.col("_urn") == pl.col("urn"))).or_(
+        pl.col("_pid").is_null()
     )
-    final = final.with_columns(
-        pl.col("_final_year_index").replace_strict(dict(enumerate(codes.YEAR_GROUPS)), return_dtype=pl.String)
-        .alias("final_year")
-    ).drop("_final_year_index")
+    if joined.height == exits.height and joined.select(same.all()).item():
+        joined = joined.drop("_key", "_pid", "_urn")
+    else:
+        fields = fields.unique(KEYS, keep="first", maintain_order=True)
+        joined = exits.join(fields, on=KEYS, how="left", maintain_order="left")
+    return joined.with_columns(pl.coalesce("family_id", "_pupil_family").alias("family_id")).drop(
+        "_pupil_family"
+    )
+
+
+def school_context(
+    pupils: pl.DataFrame, schools: pl.DataFrame, urns: pl.Series | None = None
+) -> pl.DataFrame:
+    """Per school (each of `urns`; default every school on the roll): its final year group
+    (the highest year on its roll), phase and trust (from schools.csv).
+
+    Grouping millions of roll rows by a 64-bit hash of the URN is much faster than by the
+    text. A second, independent hash must then agree within every group and for every
+    school asked about; if it does not (a collision) the grouping is redone on the text.
+    """
+    urns = (pupils.get_column("urn") if urns is None else urns).unique().to_frame("urn")
+    year = pl.col("year_group").to_physical().alias("_year")
+    hashes = [pl.col("urn").hash(seed=0).alias("_h"), pl.col("urn").hash(seed=1).alias("_h2")]
+    by_hash = (
+        pupils.lazy()
+        .select(*hashes, year)
+        .group_by("_h")
+        .agg(pl.col("_year").max(), pl.col("_h2").min(), pl.col("_h2").max().alias("_h2_max"))
+        .collect()
+    )
+    final = urns.with_columns(hashes[0], hashes[1].alias("_h2_urn")).join(
+        by_hash, on="_h", how="left"
+    )
+    agree = (pl.col("_h2") == pl.col("_h2_max")) & (pl.col("_h2") == pl.col("_h2_urn"))
+    if not (
+        by_hash.select((pl.col("_h2") == pl.col("_h2_max")).all()).item()
+        and final.select(agree.or_(pl.col("_h2").is_null()).all()).item()
+    ):
+        exact = pupils.lazy().select("urn", year).group_by("urn").agg(pl.col("_year").max())
+        final = urns.join(exact.collect(), on="urn", how="left")
+    final = final.select(
+        "urn",
+        pl.col("_year")
+        .replace_strict(dict(enumerate(codes.YEAR_GROUPS)), return_dtype=pl.String)
+        .alias("final_year"),
+    )
     return final.join(schools.select("urn", "phase", "trust"), on="urn", how="left")
 
 
-def classify_exits(exits: pl.DataFrame, pupils: pl.DataFrame, schools: pl.DataFrame,
-                   window: Window, profile: Profile) -> pl.DataFrame:  # fmt: skip
+def classify_exits(
+    exits: pl.DataFrame,
+    pupils: pl.DataFrame,
+    schools: pl.DataFrame,
+    window: Window,
+    profile: Profile,
+) -> pl.DataFrame:
     """Every exit with explained, why, flags (list of codes), rag and rag_why."""
     rules = profile.classification
-    frame = attach_pupils(exits, pupils).join(school_context(pupils, schools), on="urn", how="left", maintain_order="left")
+    context = school_context(pupils, schools, exits.get_column("urn"))
+    frame = attach_pupils(exits, pupils).join(context, on="urn", how="left", maintain_order="left")
     frame = frame.with_columns(
         pl.col("exit_date").is_between(window.start, window.end).alias("in_window"),
-        (pl.col("phase").cast(pl.String) == "special").fill_null(False)
-        .or_(pl.col("phase").is_null() & pl.col("la_placed").fill_null(False)).alias("special_school"),
+        (pl.col("phase").cast(pl.String) == "special")
+        .fill_null(False)
+        .or_(pl.col("phase").is_null() & pl.col("la_placed").fill_null(False))
+        .alias("special_school"),
     )
-    frame = frame.with_columns(*_explained(frame, rules))
+    frame = frame.with_columns(*_explained(rules))
+    frame = frame.with_columns(_replace_codes(frame.get_column("why"), WHY_TEXT, pl.String()))
     frame = frame.with_columns(_flags(frame, profile).alias("flags"))
-    frame = add_rag(frame, profile)
-    return frame
+    return add_rag(frame, profile)
 
 
-def _explained(frame: pl.DataFrame, rules: dict) -> list[pl.Expr]:
-    destination = pl.col("destination").cast(pl.String)
+def _explained(rules: dict) -> list[pl.Expr]:
+    """`explained` and `why`. The sentence is picked by a small integer key (a destination's
+    index, or one of the special cases below) and looked up once, not built per row."""
+    destination = pl.col("destination").cast(codes.Destination)
     final_year_exit = (
         (pl.col("year_group").cast(pl.String) == pl.col("final_year"))
         & pl.col("exit_date").dt.month().is_in(rules.get("final_year_months", [6, 7, 8]))
     ).fill_null(False)
+    school = destination == "SCHOOL"
     address = pl.col("address_changed").fill_null(False)
-    school_move_ok = rules.get("school_move_explained_if_address_changed", True)
+    school_move_ok = pl.lit(rules.get("school_move_explained_if_address_changed", True))
     explained = (
-        pl.when(final_year_exit).then(True)
-        .when(destination == "SCHOOL").then(address & pl.lit(school_move_ok))
-        .otherwise(destination.is_in(rules.get("explained", [])))
-    )  # fmt: skip
-    why = (
         pl.when(final_year_exit)
-        .then(pl.lit("normal transition: left at the end of the school's final year group"))
-        .when((destination == "SCHOOL") & address & pl.lit(school_move_ok))
-        .then(pl.lit("moved to another school after the family moved house"))
-        .otherwise(destination.replace_strict(DESTINATION_WHY, default="other"))
+        .then(True)
+        .when(school)
+        .then(address & school_move_ok)
+        .otherwise(destination.cast(pl.String).is_in(rules.get("explained", [])))
     )
-    return [explained.alias("explained"), why.alias("why")]
+    why_key = (
+        pl.when(final_year_exit)
+        .then(WHY_FINAL_YEAR)
+        .when(school & address & school_move_ok)
+        .then(WHY_MOVED_HOUSE)
+        .when(school & address)
+        .then(WHY_MOVE_NOT_COUNTED)
+        .otherwise(destination.to_physical().cast(pl.Int32))
+    )
+    return [explained.alias("explained"), why_key.alias("why")]
+
+
+WHY_FINAL_YEAR, WHY_MOVED_HOUSE, WHY_MOVE_NOT_COUNTED = -1, -2, -3
+WHY_TEXT = {
+    **{i: DESTINATION_WHY[code] for i, code in enumerate(codes.DESTINATIONS)},
+    WHY_FINAL_YEAR: "normal transition: left at the end of the school's final year group",
+    WHY_MOVED_HOUSE: "moved to another school after the family moved house",
+    WHY_MOVE_NOT_COUNTED: "moved to another mainstream school; this profile does not count a "
+    "house move as explaining it",
+}
 
 
 def january_census_after(exit_dates: pl.Series) -> pl.Series:
     """The spring (January) census day on or after each date."""
-    years = sorted(set(exit_dates.dt.year().drop_nulls().to_list()))
+    years = sorted(exit_dates.dt.year().drop_nulls().unique().to_list())
     days = {y: census_day(f"{y}-SPR") for y in [*years, (years[-1] + 1 if years else 2000)]}
     same_year = exit_dates.dt.year().replace_strict(days, default=None, return_dtype=pl.Date)
     next_year = (exit_dates.dt.year() + 1).replace_strict(days, default=None, return_dtype=pl.Date)
-    return pl.select(pl.when(exit_dates <= same_year).then(same_year).otherwise(next_year)).to_series()
+    return pl.select(
+        pl.when(exit_dates <= same_year).then(same_year).otherwise(next_year)
+    ).to_series()
 
 
 def school_days_between(start: pl.Series, end: pl.Series) -> np.ndarray:
-    """Weekdays from start to end (numpy busday_count); null where either is missing."""
+    """School days (Monday to Friday) after `start` up to and including `end`; NaN where
+    either date is missing, negative when `end` is before `start`.
+
+    A deletion on a Friday notified the next Friday is 5 school days late; weekends
+    never count, whichever day of the week either date falls on. Vectorised with
+    numpy's busday_count, which counts [a, b): shifting both ends by a day gives (start, end].
+    """
     valid = (start.is_not_null() & end.is_not_null()).to_numpy()
     result = np.full(len(start), np.nan)
     if valid.any():
-        s = start.filter(valid).to_numpy().astype("datetime64[D]")
-        e = end.filter(valid).to_numpy().astype("datetime64[D]")
+        one_day = np.timedelta64(1, "D")
+        s = start.filter(valid).to_numpy().astype("datetime64[D]") + one_day
+        e = end.filter(valid).to_numpy().astype("datetime64[D]") + one_day
         result[valid] = np.busday_count(s, e)
     return result
+
+
+def _bitmask(conditions: list[pl.Expr]) -> pl.Expr:
+    """One integer per row with bit i set where conditions[i] holds (null = false).
+
+    Rows then share a handful of distinct masks, so turning masks into lists or
+    sentences is a lookup over those few values, not work per row.
+    """
+    if not conditions:
+        return pl.lit(0, dtype=pl.Int64)
+    return pl.sum_horizontal(
+        [cond.fill_null(False).cast(pl.Int64) * (1 << i) for i, cond in enumerate(conditions)]
+    )
+
+
+def _replace_codes(keys: pl.Series, lookup: dict[int, Any], dtype: pl.DataType) -> pl.Series:
+    """Each integer key replaced by its value in `lookup` (which holds every key that occurs)."""
+    if keys.is_empty():
+        return pl.Series(keys.name, [], dtype=dtype)
+    return keys.replace_strict(lookup, return_dtype=dtype)
+
+
+def _mask_lookup(masks: pl.Series, labels: list[str]) -> dict[int, list[str]]:
+    """The labels whose bits are set, for each mask that occurs."""
+    return {
+        mask: [label for i, label in enumerate(labels) if mask >> i & 1]
+        for mask in masks.unique().to_list()
+    }
 
 
 def _flags(frame: pl.DataFrame, profile: Profile) -> pl.Series:
@@ -140,94 +254,135 @@ def _flags(frame: pl.DataFrame, profile: Profile) -> pl.Series:
     ehe, unexplained = dest == "EHE", ~pl.col("explained")
     vulnerable = (
         pl.col("sen_provision").cast(pl.String).is_in(f.get("vulnerable_sen", ["K", "E"]))
-        | pl.col("social_care").cast(pl.String).is_in(f.get("vulnerable_social_care", ["CIN", "CPP", "CLA"]))
+        | pl.col("social_care")
+        .cast(pl.String)
+        .is_in(f.get("vulnerable_social_care", ["CIN", "CPP", "CLA"]))
         | (pl.col("disadvantaged") & pl.lit(f.get("vulnerable_if_disadvantaged", True)))
     ).fill_null(False)
     census = january_census_after(frame.get_column("exit_date"))
     days_to_census = (pl.lit(census) - pl.col("exit_date")).dt.total_days()
-    notified = school_days_between(frame.get_column("exit_date"), frame.get_column("la_notified_date"))
+    notified = school_days_between(
+        frame.get_column("exit_date"), frame.get_column("la_notified_date")
+    )
+    # LATE_NOTIFICATION: more than N school days after the deletion, or never. When no
+    # exit at all carries a notification date the LA did not supply the column, and a
+    # blank means "unknown", not "never".
     notification_recorded = frame.get_column("la_notified_date").is_not_null().any()
-    late = pl.lit(notified) > f.get("late_notification_school_days", 5)
-    late = (late.fill_null(True) | pl.col("la_notified_date").is_null()) if notification_recorded else pl.lit(False)
+    late = (pl.lit(notified) > f.get("late_notification_school_days", 5)) | pl.col(
+        "la_notified_date"
+    ).is_null()
+    if not notification_recorded:
+        late = pl.lit(False)
+    # Below the persistent-absence line (0.9), which also covers severe absence (0.5).
+    low_attendance = max(f.get("persistent_absence_below", 0.9), f.get("severe_absence_below", 0.5))
     since_suspension = (pl.col("exit_date") - pl.col("last_suspension_date")).dt.total_days()
-    weeks_back = (pl.col("returned_date") - pl.col("exit_date")).dt.total_days() / 7
+    days_back = (pl.col("returned_date") - pl.col("exit_date")).dt.total_days()
     conditions = {
         "EHE_VULNERABLE": ehe & vulnerable,
-        "SPECIAL_NO_CONSENT": ehe & pl.col("special_school") & pl.col("la_placed").fill_null(False)
+        "SPECIAL_NO_CONSENT": ehe
+        & pl.col("special_school")
+        & pl.col("la_placed").fill_null(False)
         & ~pl.col("la_consent").fill_null(False),
         "KS4_PRE_CENSUS": unexplained
         & pl.col("year_group").cast(pl.String).is_in(f.get("pre_census_years", ["10", "11"]))
         & days_to_census.is_between(0, f.get("pre_census_days", 120)),
-        "AFTER_SUSPENSION": unexplained & since_suspension.is_between(0, f.get("after_suspension_days", 30)),
-        "LOW_ATTENDANCE": unexplained & (pl.col("attendance") < f.get("persistent_absence_below", 0.9)),
+        "AFTER_SUSPENSION": unexplained
+        & since_suspension.is_between(0, f.get("after_suspension_days", 30)),
+        "LOW_ATTENDANCE": unexplained & (pl.col("attendance") < low_attendance),
         "LATE_NOTIFICATION": unexplained & late,
-        "RETURNED_QUICKLY": ehe & weeks_back.is_between(0, f.get("returned_within_weeks", 12)),
-        "SCHOOL_PRESSURE_REASON": ehe & pl.col("reason").cast(pl.String).is_in(
-            f.get("pressure_reasons", ["RISK_OF_EXCLUSION", "SCHOOL_PRESSURE"])
-        ),
+        "RETURNED_QUICKLY": ehe & days_back.is_between(0, 7 * f.get("returned_within_weeks", 12)),
+        "SCHOOL_PRESSURE_REASON": ehe
+        & pl.col("reason")
+        .cast(pl.String)
+        .is_in(f.get("pressure_reasons", ["RISK_OF_EXCLUSION", "SCHOOL_PRESSURE"])),
         "CME_UNKNOWN": dest == "CME",
     }
-    flags = pl.concat_list(
-        [pl.when(cond.fill_null(False)).then(pl.lit([code])).otherwise(pl.lit([], dtype=pl.List(pl.String)))
-         for code, cond in conditions.items()]
-    )  # fmt: skip
-    return frame.select(flags.alias("flags")).to_series()
+    masks = frame.select(_bitmask(list(conditions.values())).alias("flags")).to_series()
+    lookup = _mask_lookup(masks, list(conditions))
+    return _replace_codes(masks, lookup, NO_CODES)
+
+
+def _rag_factors(flags: dict[str, Any]) -> dict[str, tuple[pl.Expr, str]]:
+    """Each risk factor the profile can give points to: its test and its plain words."""
+    severe = flags.get("severe_absence_below", 0.5)
+    persistent = flags.get("persistent_absence_below", 0.9)
+    social_care = pl.col("social_care").cast(pl.String)
+    sen = pl.col("sen_provision").cast(pl.String)
+    has_flag = pl.col("flags").list.contains
+    return {
+        "social_care_cpp_or_cla": (social_care.is_in(["CPP", "CLA"]),
+                                   "on a child protection plan or looked after"),
+        "social_care_cin": (social_care == "CIN", "a child in need"),
+        "ehc_plan": (sen == "E", "has an EHC plan"),
+        "sen_support": (sen == "K", "on SEN support"),
+        "severe_absence": (pl.col("attendance") < severe, "severely absent"),
+        "persistent_absence": (pl.col("attendance").is_between(severe, persistent, closed="left"),
+                               "persistently absent"),
+        "repeated_suspensions": (pl.col("suspensions") >= 2, "suspended two or more times"),
+        "disadvantaged": (pl.col("disadvantaged"), "disadvantaged"),
+        "previous_ehe": (pl.col("_first_ehe") < pl.col("exit_date"), "home educated before"),
+        "school_pressure_reason": (has_flag("SCHOOL_PRESSURE_REASON"),
+                                   "reason points at the school"),
+        "after_suspension": (has_flag("AFTER_SUSPENSION"), "left soon after a suspension"),
+        "cme_unknown": (pl.col("destination").cast(pl.String) == "CME", "whereabouts unknown"),
+        "templated_letter": (has_flag("TEMPLATED_LETTER"), "letter matches a school template"),
+    }  # fmt: skip
 
 
 def add_rag(frame: pl.DataFrame, profile: Profile) -> pl.DataFrame:
-    """Red/amber/green for EHE and CME exits from the profile's risk points, with reasons."""
+    """Red/amber/green for EHE and CME exits from the profile's risk points, with reasons.
+
+    rag_score is the sum of the points of the factors present; red from `red_from`,
+    amber from `amber_from`, else green. SPECIAL_NO_CONSENT is always red (a statutory
+    breach). Exits to anywhere else have null rag, rag_score and rag_why.
+
+    Only EHE and CME exits are rated. Their factors become one bitmask per exit; the
+    score, level and sentence of each distinct mask are worked out once.
+    """
     rag = profile.rag
     points = rag.get("points", {})
-    f = profile.flags
-    frame = _with_first_ehe(frame)
-    previous_ehe = pl.col("_first_ehe") < pl.col("exit_date")
-    factors = {
-        "social_care_cpp_or_cla": (pl.col("social_care").cast(pl.String).is_in(["CPP", "CLA"]),
-                                   "on a child protection plan or looked after"),
-        "social_care_cin": (pl.col("social_care").cast(pl.String) == "CIN", "a child in need"),
-        "ehc_plan": (pl.col("sen_provision").cast(pl.String) == "E", "has an EHC plan"),
-        "sen_support": (pl.col("sen_provision").cast(pl.String) == "K", "on SEN support"),
-        "severe_absence": (pl.col("attendance") < f.get("severe_absence_below", 0.5), "severely absent"),
-        "persistent_absence": (pl.col("attendance").is_between(f.get("severe_absence_below", 0.5),
-                               f.get("persistent_absence_below", 0.9), closed="left"), "persistently absent"),
-        "repeated_suspensions": (pl.col("suspensions") >= 2, "suspended two or more times"),
-        "disadvantaged": (pl.col("disadvantaged"), "disadvantaged"),
-        "previous_ehe": (previous_ehe, "home educated before"),
-        "school_pressure_reason": (pl.col("flags").list.contains("SCHOOL_PRESSURE_REASON"),
-                                   "reason points at the school"),
-        "after_suspension": (pl.col("flags").list.contains("AFTER_SUSPENSION"), "left soon after a suspension"),
-        "cme_unknown": (pl.col("destination").cast(pl.String) == "CME", "whereabouts unknown"),
-        "templated_letter": (pl.col("flags").list.contains("TEMPLATED_LETTER"), "letter matches a school template"),
-    }  # fmt: skip
-    used = {k: v for k, v in factors.items() if points.get(k, 0)}
-    score = pl.sum_horizontal([pl.when(cond.fill_null(False)).then(points[k]).otherwise(0)
-                               for k, (cond, _) in used.items()])  # fmt: skip
-    reasons = pl.concat_list([pl.when(cond.fill_null(False)).then(pl.lit([text]))
-                              .otherwise(pl.lit([], dtype=pl.List(pl.String)))
-                              for cond, text in used.values()]).list.join(", ")  # fmt: skip
-    rated = pl.col("destination").cast(pl.String).is_in(["EHE", "CME"])
-    always_red = pl.col("flags").list.contains("SPECIAL_NO_CONSENT")
-    level = (
-        pl.when(~rated).then(None)
-        .when(always_red | (pl.col("rag_score") >= rag.get("red_from", 4))).then(pl.lit("red"))
-        .when(pl.col("rag_score") >= rag.get("amber_from", 2)).then(pl.lit("amber"))
-        .otherwise(pl.lit("green"))
+    red_from, amber_from = rag.get("red_from", 4), rag.get("amber_from", 2)
+    used = [(points[key], cond, text) for key, (cond, text) in _rag_factors(profile.flags).items()
+            if points.get(key, 0)]  # fmt: skip
+    breach = pl.col("flags").list.contains("SPECIAL_NO_CONSENT")
+    rated = pl.col("destination").cast(pl.String).is_in(["EHE", "CME"]).fill_null(False)
+    frame = frame.drop("rag_score", "rag_why", "rag", strict=False).with_row_index("_row")
+    subset = _with_first_ehe(frame.filter(rated))
+    masks = subset.select(_bitmask([*(cond for _, cond, _ in used), breach])).to_series()
+    ratings: dict[int, tuple[float, str, str]] = {}  # mask -> score, sentence, level
+    for mask in masks.unique().to_list():
+        present = [i for i in range(len(used)) if mask >> i & 1]
+        score = sum(used[i][0] for i in present)
+        is_breach = bool(mask >> len(used) & 1)
+        level = (
+            "red" if is_breach or score >= red_from else "amber" if score >= amber_from else "green"
+        )
+        sentence = _rag_sentence([used[i][2] for i in present], breach=is_breach)
+        ratings[mask] = (score, sentence, level)
+    integral = all(isinstance(p, int) for p, _, _ in used)
+    dtypes = {"rag_score": pl.Int32() if integral else pl.Float64(), "rag_why": pl.String(),
+              "rag": pl.String()}  # fmt: skip
+    rated_columns = pl.DataFrame(
+        [subset.get_column("_row")]
+        + [_replace_codes(masks, {m: r[i] for m, r in ratings.items()}, dtype).alias(name)
+           for i, (name, dtype) in enumerate(dtypes.items())]
     )  # fmt: skip
-    frame = frame.with_columns(
-        pl.when(rated).then(score).alias("rag_score"),
-        pl.when(rated).then(reasons).alias("rag_why"),
-    )
-    frame = frame.with_columns(level.alias("rag"))
-    return frame.with_columns(
-        pl.when(always_red).then(pl.concat_str(pl.lit("statutory breach; "), pl.col("rag_why")))
-        .otherwise(pl.col("rag_why")).alias("rag_why")
-    ).drop("_first_ehe")
+    return frame.join(rated_columns, on="_row", how="left", maintain_order="left").drop("_row")
+
+
+def _rag_sentence(reasons: list[str], *, breach: bool) -> str:
+    text = ", ".join(reasons)
+    if not breach:
+        return text
+    return f"statutory breach; {text}" if text else "statutory breach"
 
 
 def _with_first_ehe(frame: pl.DataFrame) -> pl.DataFrame:
     """Add each pupil's first EHE exit date anywhere in the data (for "home educated before")."""
-    first = frame.filter(pl.col("destination") == "EHE").group_by("pupil_id").agg(
-        pl.col("exit_date").min().alias("_first_ehe")
+    first = (
+        frame.filter(pl.col("destination") == "EHE")
+        .group_by("pupil_id")
+        .agg(pl.col("exit_date").min().alias("_first_ehe"))
     )
     return frame.join(first, on="pupil_id", how="left", maintain_order="left")
 

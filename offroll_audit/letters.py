@@ -665,7 +665,7 @@ def _prepare(letters: pl.DataFrame) -> pl.DataFrame:
         pl.lit("pupil:") + pl.col("pupil_id"),
         pl.lit("letter:") + pl.col("letter_id"),
     )
-    return frame.select(
+    return frame.sort(pl.col("letter_id").cast(pl.String)).select(  # input order must not matter
         pl.col("letter_id").cast(pl.String),
         pl.col("urn").cast(pl.String),
         family.alias("family"),
@@ -1168,6 +1168,7 @@ def _cluster_dict(
         group.filter(
             (pl.col("family") != medoid_family) & ~pl.col("i").is_in(np.flatnonzero(run_together))
         )
+        .sort("letter_id")  # by id, not input order: the same letters give the same evidence
         .unique("family", keep="first", maintain_order=True)
         .get_column("i")
         .to_numpy()
