@@ -151,7 +151,7 @@ def assess_outcome(cells: pl.DataFrame, outcome: str, case_mix: list[str], windo
     own_rates = None
     if options.baseline == "local" and settings.get("robust_baseline", "refit") == "refit":
         suspects = leave_one_out_candidates(cells, baseline, case_mix)
-        own_rates = exp.leave_one_out_rates(cells, case_mix, model, suspects)
+        own_rates = exp.leave_one_out_rates(cells, case_mix, model, suspects)  # (rates, variance)
         baseline.left_out_urns = suspects
         if suspects:
             baseline.note += (f"; {len(suspects)} school(s) above their expected count were each "
@@ -200,9 +200,14 @@ def leave_one_out_candidates(cells: pl.DataFrame, baseline: exp.Baseline, case_m
 
 
 def _expected_and_tests(cells: pl.DataFrame, baseline: exp.Baseline, case_mix: list[str],
-                        options: AuditOptions, own_rates: pl.DataFrame | None = None):  # fmt: skip
-    with_expected = exp.expected_by_cell(cells, baseline.rates, case_mix, own_rates)
+                        options: AuditOptions,
+                        own_rates: tuple[pl.DataFrame, pl.DataFrame] | None = None):  # fmt: skip
+    """Expected counts (leave-one-out where given, with their variance) and the tests."""
+    rates, variance = own_rates if own_rates is not None else (None, None)
+    with_expected = exp.expected_by_cell(cells, baseline.rates, case_mix, rates)
     totals = exp.school_totals(with_expected)
+    if variance is not None:
+        totals = totals.join(variance, on="urn", how="left")
     tested, alpha = stats.test_schools(totals, options.profile.statistics, options.method)
     return tested, exp.group_breakdown(with_expected), alpha
 

@@ -211,7 +211,7 @@ def fit_local_rates(cells: pl.DataFrame, case_mix: list[str], model: str = "main
 
 
 def leave_one_out_rates(cells: pl.DataFrame, case_mix: list[str], model: str,
-                        urns: list[str], iterations: int = 8) -> pl.DataFrame:  # fmt: skip
+                        urns: list[str], iterations: int = 8) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
     """For each given school, the rates of its own case-mix patterns fitted without its pupils.
 
     A school that loses many vulnerable pupils raises the pooled rates for exactly those
@@ -219,11 +219,14 @@ def leave_one_out_rates(cells: pl.DataFrame, case_mix: list[str], model: str,
     school would cost a GLM each; instead each fit starts from the pooled coefficients and
     takes Newton steps on the pattern totals minus the school's own cells, for all the
     schools at once (a few hundred patterns, so this is matrix algebra, not a loop over pupils).
-    Returns urn, pattern, rate.
+    Returns (urn, pattern, rate) and (urn, expected_variance): the sampling variance of the
+    school's expected count under those rates. Fitted without the school, E no longer leans
+    towards its count, so its own uncertainty must enter the test (see test.test_schools).
     """
     empty = pl.DataFrame(schema={"urn": pl.String, "pattern": pl.UInt64, "rate": pl.Float64})
+    no_variance = pl.DataFrame(schema={"urn": pl.String, "expected_variance": pl.Float64})
     if not urns:
-        return empty
+        return empty, no_variance
     patterns = cells.group_by("pattern", *case_mix).agg(pl.col("trials").sum(), pl.col("events").sum())
     patterns = patterns.sort("pattern").with_row_index("p")
     own = cells.filter(pl.col("urn").is_in(urns)).join(patterns.select("pattern", "p"), on="pattern")
@@ -239,18 +242,21 @@ def leave_one_out_rates(cells: pl.DataFrame, case_mix: list[str], model: str,
     if model == "saturated" or events.sum() == 0:
         with np.errstate(divide="ignore", invalid="ignore"):
             rates = np.where(trials > 0, events / trials, 0.0)
+            variance = (n**2 * np.where(trials > 0, rates * (1 - rates) / trials, 0.0)).sum(axis=1)
     else:
         exog, _ = design_matrix(patterns, case_mix, model)
-        rates = _logit_newton_batch(exog, trials, events, iterations)
-    return pl.DataFrame(
+        rates, variance = _logit_newton_batch(exog, trials, events, iterations, n)
+    frame = pl.DataFrame(
         {"urn": schools.gather(s), "pattern": patterns.get_column("pattern").gather(p),
          "rate": np.clip(rates[s, p], 0.0, 1.0)}  # fmt: skip
     )
+    return frame, pl.DataFrame({"urn": schools, "expected_variance": variance})
 
 
 def _logit_newton_batch(exog: np.ndarray, trials: np.ndarray, events: np.ndarray,
-                        iterations: int) -> np.ndarray:  # fmt: skip
-    """Binomial-logit fits of one design to many (trials, events) rows at once -> fitted rates.
+                        iterations: int, own: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Binomial-logit fits of one design to many (trials, events) rows at once: the fitted
+    rates, and the delta-method variance of sum(own x rate) for each row (a school's E).
 
     Each row starts from the fit to all rows pooled (which it barely differs from), so a few
     Newton steps converge. A tiny ridge keeps the Hessian invertible when a level has no events
@@ -261,18 +267,24 @@ def _logit_newton_batch(exog: np.ndarray, trials: np.ndarray, events: np.ndarray
     pairs = (exog[:, :, None] * exog[:, None, :]).reshape(exog.shape[0], k * k)
     ridge = 1e-8 * np.eye(k)
 
+    def information(beta: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu = expit(beta @ exog.T)
+        return mu, ((n * mu * (1 - mu)) @ pairs).reshape(-1, k, k) + ridge
+
     def newton(beta: np.ndarray, n: np.ndarray, y: np.ndarray, steps: int) -> np.ndarray:
         for _ in range(steps):
-            mu = expit(beta @ exog.T)
+            mu, hessian = information(beta, n)
             gradient = (y - n * mu) @ exog
-            hessian = ((n * mu * (1 - mu)) @ pairs).reshape(-1, k, k) + ridge
             beta = beta + np.linalg.solve(hessian, gradient[..., None])[..., 0]
         return beta
 
     pooled_n, pooled_y = trials.sum(axis=0, keepdims=True), events.sum(axis=0, keepdims=True)
     pooled = newton(np.zeros((1, k)), pooled_n / len(trials), pooled_y / len(trials), 30)
     beta = newton(np.repeat(pooled, len(trials), axis=0), trials, events, iterations)
-    return expit(beta @ exog.T)
+    mu, hessian = information(beta, trials)
+    slope = (own * mu * (1 - mu)) @ exog  # dE/dbeta for each school
+    variance = np.einsum("ck,ck->c", slope, np.linalg.solve(hessian, slope[..., None])[..., 0])
+    return mu, variance
 
 
 # --------------------------------------------------------------------------- file baselines

@@ -638,7 +638,13 @@ def test_schools(
         min_schools=int(settings.get("min_schools_for_alpha", 20)),
         force_poisson=method == "poisson",
     )  # fmt: skip
-    columns = _exact_columns(o, e, fit.alpha, p998, p95)
+    alpha: FloatArray | float = fit.alpha
+    if "expected_variance" in totals.columns:
+        # E estimated without the school has its own sampling variance v; Var(O - E) = E +
+        # alpha E^2 + v, i.e. a school-specific alpha + v / E^2 (a gamma-mixture approximation)
+        v = totals.get_column("expected_variance").fill_null(0.0).to_numpy()
+        alpha = fit.alpha + np.where(e > 0, v / np.where(e > 0, e, 1.0) ** 2, 0.0)
+    columns = _exact_columns(o, e, alpha, p998, p95)
     if method == "funnelplotr":
         columns.update(_funnelplotr_columns(o, e, p998, p95))
     min_expected = float(settings.get("min_expected", 1.0))
@@ -652,7 +658,7 @@ test_schools.__test__ = False  # a pipeline stage, not a pytest test
 
 
 def _exact_columns(
-    o: FloatArray, e: FloatArray, alpha: float, p998: float, p95: float
+    o: FloatArray, e: FloatArray, alpha: FloatArray | float, p998: float, p95: float
 ) -> dict[str, FloatArray]:
     """The default statistics: exact NB (or Poisson) p-values, limits and counts to flag."""
     low, high = garwood_interval(o, e, 0.95)
