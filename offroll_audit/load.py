@@ -5,6 +5,11 @@ Real exports are messy: BOMs, Windows-1252, MIS-style headers, UK dates,
 vectorised expressions, so every bad cell can be reported with its file, row
 and column instead of failing on the first one. Nothing here prints; all
 findings go into a `Report`.
+
+Speed: a national roll is about 9 million rows. Coded columns (codes, flags,
+dates, numbers, URNs) hold few distinct values, so each distinct cell is
+parsed once and the results are gathered back by index; text columns are only
+trimmed. No Python loop runs per row except in error paths.
 """
 
 from __future__ import annotations
@@ -12,24 +17,43 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+import numpy as np
 import polars as pl
 
 from offroll_audit import codes
-from offroll_audit.problems import WARNING, DataError, Report
+from offroll_audit.problems import ERROR, MAX_ROWS_PER_PROBLEM, WARNING, DataError, Report
 from offroll_audit.schema import REQUIRED_TABLES, TABLES, Column, Dataset, dtype_of, empty_frame
 
 SUFFIXES = (".csv", ".xlsx", ".parquet")
 MISSING_TOKENS = ["", "na", "n/a", "null"]
+# Every capitalisation of the missing-value tokens, so cells never need lower-casing.
+_MISSING_VARIANTS = sorted(
+    {
+        "".join(chars)
+        for token in MISSING_TOKENS
+        for chars in itertools.product(*[(c.lower(), c.upper()) for c in token])
+    }
+)
 LINE = "line"
+_ROW = "\x00row"  # the row number while a user's columns (maybe one called `line`) are around
+SNIFF_BYTES = 1 << 16
 
 UPN_CHECK_ALPHABET = "ABCDEFGHJKLMNPQRTUVWXYZ"
 UPN_SHAPE = r"^[A-Z](\d{12}|\d{11}[A-Z])$"
 
 TRUE_WORDS = {"true", "t", "yes", "y", "1"}
 FALSE_WORDS = {"false", "f", "no", "n", "0"}
+
+ENCODING_HINT = (
+    "save it as UTF-8 (in Excel: CSV UTF-8), or give its encoding, "
+    "e.g. --encoding cp1252 (Windows/Excel) or --encoding latin-1"
+)
 
 
 def header_key(name: str) -> str:
@@ -40,132 +64,388 @@ def header_key(name: str) -> str:
 # --------------------------------------------------------------------------- reading
 
 
+@dataclass
+class RawTable:
+    """A table read as text (some columns categorical); `header_row` is its spreadsheet row."""
+
+    frame: pl.DataFrame
+    header_row: int = 1
+    duplicated: tuple[str, ...] = ()  # header names that appear more than once
+
+
+def find_table_files(root: Path, table: str) -> list[Path]:
+    """Every file in DATA/ that could hold `table` (csv, xlsx or parquet)."""
+    return [
+        p
+        for p in sorted(root.iterdir())
+        if p.stem.lower() == table and p.suffix.lower() in SUFFIXES and p.is_file()
+    ]
+
+
 def find_table_file(root: Path, table: str, report: Report) -> Path | None:
-    """The one file holding `table` (csv, xlsx or parquet), or None if absent."""
-    found = [
-        p for p in sorted(root.iterdir()) if p.is_file() and p.stem.lower() == table
-        and p.suffix.lower() in SUFFIXES
-    ]  # fmt: skip
+    """The one file holding `table`, or None if absent or ambiguous (reported)."""
+    found = find_table_files(root, table)
     if len(found) > 1:
         names = " and ".join(p.name for p in found)
-        report.error(names, None, None, f"two files hold the {table} table",
-                     "keep one of them (csv, xlsx or parquet)")  # fmt: skip
+        report.error(
+            names,
+            None,
+            None,
+            f"two files hold the {table} table",
+            "keep one of them (csv, xlsx or parquet)",
+        )
         return None
     return found[0] if found else None
 
 
-def read_text_table(path: Path, encoding: str | None, report: Report) -> pl.DataFrame | None:
-    """Read a csv/xlsx/parquet file as all-text columns, or None after reporting why."""
+def read_text_table(
+    path: Path, encoding: str | None, report: Report, table: str | None = None
+) -> RawTable | None:
+    """Read a csv/xlsx/parquet file as text, or None after reporting why.
+
+    With `table`, a CSV's tabulated columns (codes, flags, dates...) are read as
+    categorical: the same text, a fraction of the memory and parsing time.
+    """
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return _read_csv(path, encoding, report)
+        return _read_csv(path, encoding, report, table)
     try:
         if suffix == ".xlsx":
-            frame = pl.read_excel(path, engine="calamine", infer_schema_length=0)
-        else:
-            frame = pl.read_parquet(path).with_columns(pl.all().cast(pl.String))
+            return _read_xlsx(path)
+        frame = pl.read_parquet(path)
+        frame = frame.with_columns(pl.all().cast(pl.String))
+        return RawTable(frame)
+    except pl.exceptions.NoDataError:
+        report.error(path.name, None, None, "the first sheet is empty",
+                     "put the table in the first sheet, header in its first row")  # fmt: skip
+        return None
     except Exception as exc:  # calamine and arrow raise many types for a broken file
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        report.error(path.name, None, None, f"cannot be read as {suffix[1:]}: {reason}",
-                     "open it in a spreadsheet program and save it again")  # fmt: skip
+        report.error(
+            path.name,
+            None,
+            None,
+            f"cannot be read as {suffix[1:]}: {reason}",
+            "open it in a spreadsheet program and save it again",
+        )
         return None
-    return frame
 
 
-def _read_csv(path: Path, encoding: str | None, report: Report) -> pl.DataFrame | None:
-    data = path.read_bytes()
-    text_bytes = _to_utf8(path, data, encoding, report)
-    if text_bytes is None:
-        return None
+def _read_xlsx(path: Path) -> RawTable:
+    """The first sheet, header in its first non-empty row; blank rows keep their numbers."""
+    header_row, header = _xlsx_header(path)
+    frame = pl.read_excel(path, engine="calamine", infer_schema_length=0, drop_empty_rows=False)
+    frame = frame.with_columns(pl.all().cast(pl.String))
+    names = [str(h).strip() for h in header if h is not None and str(h).strip()]
+    duplicated = tuple(sorted({n for n in names if names.count(n) > 1}))
+    return RawTable(frame, header_row, duplicated)
+
+
+def _xlsx_header(path: Path) -> tuple[int, list[object]]:
+    """The sheet row of the header (calamine skips leading empty rows) and its cells."""
+    import openpyxl
+
+    workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     try:
-        return pl.read_csv(io.BytesIO(text_bytes), infer_schema=False)
-    except pl.exceptions.ComputeError as exc:
-        row = _ragged_row(text_bytes)
-        if row is not None:
-            report.error(path.name, row, None, "this row has more cells than the header",
-                         "check for an unquoted comma, or quote the cell")  # fmt: skip
-        else:
-            report.error(path.name, None, None, f"cannot be read as CSV: {str(exc).splitlines()[0]}")
+        sheet = workbook.worksheets[0]
+        rows = sheet.iter_rows(min_row=1, max_row=1000, values_only=True)
+        for number, row in enumerate(rows, start=1):  # read-only mode yields blank rows too
+            if any(cell is not None and str(cell).strip() for cell in row):
+                return number, list(row)
+    finally:
+        workbook.close()
+    return 1, []
+
+
+def _read_csv(
+    path: Path, encoding: str | None, report: Report, table: str | None
+) -> RawTable | None:
+    with path.open("rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if not head.replace(codecs.BOM_UTF8, b"").strip():
+        report.error(
+            path.name, None, None, "the file is empty", "export the table again with its header row"
+        )
         return None
+    is_utf16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    if encoding is None and not is_utf16 and b"\x00" in head:
+        report.error(path.name, None, None, *_binary_diagnosis(head))
+        return None
+    old_mac = b"\r" in head and b"\n" not in head
+    if encoding is None and not is_utf16 and not old_mac and _utf8_prefix(head):
+        # The fast path: polars reads UTF-8 (with or without BOM) straight from the file.
+        try:
+            return _raw_csv(_polars_csv(path, table))
+        except pl.exceptions.NoDataError:
+            report.error(
+                path.name,
+                None,
+                None,
+                "the file is empty",
+                "export the table again with its header row",
+            )
+            return None
+        except pl.exceptions.PolarsError:
+            pass  # not UTF-8, or malformed: the careful path below says exactly why
+    text = _decode(path, path.read_bytes(), encoding, report)
+    if text is None:
+        return None
+    if "\n" not in text:
+        text = text.replace("\r", "\n")
+    try:
+        return _raw_csv(_polars_csv(io.BytesIO(text.encode("utf-8")), table))
+    except pl.exceptions.NoDataError:
+        report.error(
+            path.name, None, None, "the file is empty", "export the table again with its header row"
+        )
+        return None
+    except pl.exceptions.PolarsError:
+        return _read_csv_slowly(path.name, text, report)
 
 
-def _to_utf8(path: Path, data: bytes, encoding: str | None, report: Report) -> bytes | None:
-    """Bytes as UTF-8 without BOM. Windows-1252 is detected and warned, never garbled."""
+def _polars_csv(source: Path | io.BytesIO, table: str | None) -> pl.DataFrame:
+    """All columns as text; a table's tabulated columns as categorical text."""
+    overrides: dict[str, pl.DataType] = {}
+    if table is not None:
+        headers = pl.read_csv(source, n_rows=0, infer_schema=False).columns
+        overrides = dict.fromkeys(tabulated_headers(headers, table), pl.Categorical())
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+    return pl.read_csv(source, infer_schema=False, schema_overrides=overrides)
+
+
+def _utf8_prefix(head: bytes) -> bool:
+    """Whether the start of a file is valid UTF-8 (polars decodes a bad header lossily)."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _binary_diagnosis(head: bytes) -> tuple[str, str]:
+    """What a .csv holding NUL bytes probably is, and what to do (message, hint)."""
+    if head.startswith(b"PK\x03\x04"):
+        return (
+            "this is a zip file (an Excel workbook?), not CSV",
+            "rename an Excel workbook to .xlsx, or save it as CSV UTF-8",
+        )
+    sample = head[:400]
+    if sample[1::2].count(0) > len(sample) // 4 or sample[0::2].count(0) > len(sample) // 4:
+        return (
+            "the file looks like UTF-16 without a byte-order mark",
+            "save it as UTF-8 (in Excel: CSV UTF-8), or pass --encoding utf-16-le",
+        )
+    return ("the file is not text (it holds NUL bytes)", "export the table again as CSV UTF-8")
+
+
+def _raw_csv(frame: pl.DataFrame) -> RawTable:
+    duplicated = tuple(
+        sorted(
+            {
+                m.group(1)
+                for c in frame.columns
+                if (m := re.fullmatch(r"(.*)_duplicated_\d+", c)) and m.group(1) in frame.columns
+            }
+        )
+    )
+    return RawTable(frame, 1, duplicated)
+
+
+def _decode(path: Path, data: bytes, encoding: str | None, report: Report) -> str | None:
+    """The file's text. Windows-1252 is detected and warned about, never garbled."""
     if encoding:
         try:
-            return data.decode(encoding).encode("utf-8")
-        except (UnicodeDecodeError, LookupError) as exc:
-            report.error(path.name, None, None, f"cannot be decoded as {encoding}: {exc}",
-                         "check the --encoding value")  # fmt: skip
+            codecs.lookup(encoding)
+        except LookupError:
+            report.error(
+                path.name,
+                None,
+                None,
+                f"{encoding!r} is not an encoding Python knows",
+                "try --encoding cp1252, latin-1, utf-8 or utf-16",
+            )
+            return None
+        try:
+            return data.decode(encoding).removeprefix("\ufeff")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            report.error(
+                path.name, line, None, f"this line cannot be decoded as {encoding}", ENCODING_HINT
+            )
             return None
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return data.decode("utf-16").encode("utf-8")
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8) :]
+        try:
+            return data.decode("utf-16").removeprefix("\ufeff")
+        except UnicodeDecodeError:
+            report.error(
+                path.name,
+                None,
+                None,
+                "the file starts like UTF-16 but is not valid UTF-16",
+                ENCODING_HINT,
+            )
+            return None
+    data = data.removeprefix(codecs.BOM_UTF8)
     try:
-        data.decode("utf-8")
-        return data
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
     try:
         decoded = data.decode("cp1252")
     except UnicodeDecodeError:
-        report.error(path.name, line, None, "the file is neither UTF-8 nor Windows-1252",
-                     "save it as UTF-8 (CSV UTF-8 in Excel) or pass --encoding")  # fmt: skip
+        report.error(
+            path.name,
+            line,
+            None,
+            "the file is neither UTF-8 nor Windows-1252 (first bad byte on this line)",
+            ENCODING_HINT,
+        )
         return None
-    report.warn(path.name, line, None, "the file is not UTF-8; read it as Windows-1252",
-                "if names look wrong, pass --encoding (e.g. --encoding latin-1)")  # fmt: skip
-    return decoded.encode("utf-8")
+    report.warn(
+        path.name,
+        line,
+        None,
+        "the file is not UTF-8; read it as Windows-1252 (first such byte on this line)",
+        "if any names look wrong, give the right encoding (e.g. --encoding latin-1); "
+        "--encoding cp1252 confirms this guess",
+    )
+    return decoded
 
 
-def _ragged_row(text_bytes: bytes) -> int | None:
-    """The spreadsheet row of the first record with more cells than the header."""
-    reader = csv.reader(io.StringIO(text_bytes.decode("utf-8", errors="replace")))
-    header = next(reader, [])
-    for index, record in enumerate(reader, start=2):
-        if len(record) > len(header):
-            return index
-    return None
+def _read_csv_slowly(file: str, text: str, report: Report) -> RawTable | None:
+    """Read CSV the way a spreadsheet does, after polars refused it; report bad rows.
+
+    Only an error path runs this. A stray quote inside an unquoted cell (`O"Brien`)
+    loads as written; an unclosed quote or a row with more (non-empty) cells than
+    the header is an error naming the row.
+    """
+    reader = csv.reader(io.StringIO(text), strict=True)
+    records: list[list[str]] = []
+    try:
+        for record in reader:
+            records.append(record)
+    except csv.Error as exc:
+        row = len(records) + 1
+        if "unexpected end of data" in str(exc) or "EOF" in str(exc):
+            message, hint = "a quote opened in this row is never closed", "close the quote"
+        else:
+            message, hint = (
+                "a quote in this row is not where CSV allows it",
+                ('quote the whole cell and double any quote inside it ("")'),
+            )
+        report.error(file, row, None, message, hint)
+        return None
+    if not records:
+        report.error(file, None, None, "the file is empty", "export it again with its header row")
+        return None
+    header, body = records[0], records[1:]
+    width = len(header)
+    ragged = [i for i, r in enumerate(body, start=2) if len(r) > width and any(r[width:])]
+    if ragged:
+        report.rows(
+            ERROR,
+            file,
+            None,
+            ragged[:MAX_ROWS_PER_PROBLEM],
+            len(ragged),
+            "this row has more cells than the header",
+            "check for an unquoted comma, or quote the cell",
+        )
+        return None
+    names = _unique_names(header)
+    columns = {
+        name: [(r[i] if i < len(r) and r[i] != "" else None) for r in body]
+        for i, name in enumerate(names)
+    }
+    frame = pl.DataFrame(columns, schema=dict.fromkeys(names, pl.String))
+    return _raw_csv(frame)
+
+
+def _unique_names(header: list[str]) -> list[str]:
+    """Header names made unique the way polars does (`a`, `a_duplicated_0`)."""
+    names: list[str] = []
+    for name in header:
+        unique, n = name, 0
+        while unique in names:
+            unique, n = f"{name}_duplicated_{n}", n + 1
+        names.append(unique)
+    return names
 
 
 # --------------------------------------------------------------------------- columns
 
 
-def match_columns(frame: pl.DataFrame, table: str, file: str, report: Report) -> dict[str, str]:
+def match_columns(
+    frame: pl.DataFrame,
+    table: str,
+    file: str,
+    report: Report,
+    header_row: int = 1,
+    duplicated: tuple[str, ...] = (),
+) -> dict[str, str]:
     """Map canonical column name -> the user's header; report missing and ambiguous ones."""
     by_key: dict[str, list[str]] = {}
     for header in frame.columns:
         by_key.setdefault(header_key(header), []).append(header)
     mapping: dict[str, str] = {}
+    ambiguous: set[str] = set()
     for column in TABLES[table]:
-        candidates = [
-            h for key in (header_key(column.name), *column.aliases) for h in by_key.get(key, [])
-        ]
-        candidates = list(dict.fromkeys(candidates))
-        if len(candidates) > 1:
-            report.error(file, 1, column.name, f"several columns could be {column.name}: "
-                         + ", ".join(candidates), "rename or delete all but one")  # fmt: skip
+        keys = (header_key(column.name), *column.aliases)
+        candidates = list(dict.fromkeys(h for key in keys for h in by_key.get(key, [])))
+        twice = [d for d in duplicated if header_key(d) in keys]
+        if twice:
+            ambiguous.add(column.name)
+            report.error(
+                file,
+                header_row,
+                column.name,
+                f"the column {twice[0]!r} appears twice",
+                "rename or delete one of them",
+            )
+        elif len(candidates) > 1:
+            ambiguous.add(column.name)
+            report.error(
+                file,
+                header_row,
+                column.name,
+                f"several columns could be {column.name}: " + ", ".join(candidates),
+                "rename or delete all but one",
+            )
         elif candidates:
             mapping[column.name] = candidates[0]
     for column in TABLES[table]:
         needed = column.required or (table == "exits" and column.name == "destination")
-        if needed and column.name not in mapping and not (
-            column.name == "destination" and _has_ground(by_key)
-        ):
-            shown = ", ".join(frame.columns[:15])
-            report.error(file, 1, column.name, f"required column {column.name} is missing",
-                         f"columns found: {shown}")  # fmt: skip
+        if not needed or column.name in mapping or column.name in ambiguous:
+            continue
+        if column.name == "destination" and "ground" in mapping:
+            continue
+        report.error(
+            file,
+            header_row,
+            column.name,
+            f"required column {column.name} is missing",
+            _missing_column_hint(frame.columns),
+        )
     return mapping
 
 
-def _has_ground(by_key: dict[str, list[str]]) -> bool:
-    return any(k in by_key for k in ("ground", "groundfordeletion", "deletionground"))
+def _missing_column_hint(columns: list[str]) -> str:
+    if len(columns) == 1 and (";" in columns[0] or "\t" in columns[0]):
+        separator = "semicolons" if ";" in columns[0] else "tabs"
+        return f"the file seems to separate cells with {separator}; save it as comma-separated CSV"
+    shown = ", ".join(_shorten(c) for c in columns[:15])
+    more = f" and {len(columns) - 15} more" if len(columns) > 15 else ""
+    return f"columns found: {shown}{more}"
 
 
-def _clean(raw: str) -> pl.Expr:
+def _clean(raw: str | pl.Expr) -> pl.Expr:
     """Trim a text cell; the contract's missing-value tokens become null."""
-    value = pl.col(raw).str.strip_chars()
-    return pl.when(value.str.to_lowercase().is_in(MISSING_TOKENS)).then(None).otherwise(value)
+    value = (pl.col(raw) if isinstance(raw, str) else raw).str.strip_chars()
+    return pl.when(value.is_in(_MISSING_VARIANTS)).then(None).otherwise(value)
+
+
+_DATE_PART = r"^(\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{4})(?:[ T].*)?$"
 
 
 def parse_expr(column: Column, value: pl.Expr) -> pl.Expr:
@@ -181,9 +461,11 @@ def parse_expr(column: Column, value: pl.Expr) -> pl.Expr:
         return value.str.to_lowercase().replace_strict(lookup, default=None).cast(dtype_of(column))
     if kind == "bool":
         lower = value.str.to_lowercase()
-        return pl.when(lower.is_in(TRUE_WORDS)).then(True).when(lower.is_in(FALSE_WORDS)).then(False)
+        return (
+            pl.when(lower.is_in(TRUE_WORDS)).then(True).when(lower.is_in(FALSE_WORDS)).then(False)
+        )
     if kind == "date":
-        day = value.str.slice(0, 10)
+        day = value.str.extract(_DATE_PART, 1)
         return pl.coalesce(
             day.str.strptime(pl.Date, "%Y-%m-%d", strict=False),
             day.str.strptime(pl.Date, "%d/%m/%Y", strict=False),
@@ -191,29 +473,38 @@ def parse_expr(column: Column, value: pl.Expr) -> pl.Expr:
     if kind == "float":
         percent = value.str.ends_with("%")
         number = value.str.strip_suffix("%").str.strip_chars().cast(pl.Float64, strict=False)
+        number = pl.when(number.is_finite()).then(number)
         return pl.when(percent).then(number / 100).otherwise(number)
     if kind == "int":
         number = value.cast(pl.Float64, strict=False)
-        return pl.when(number == number.round(0)).then(number).cast(pl.Int64, strict=False)
+        whole = number.is_finite() & (number == number.round(0)) & (number.abs() < 2**53)
+        return pl.when(whole).then(number).cast(pl.Int64, strict=False)
     if kind == "year":
         return year_group_expr(value)
     raise ValueError(f"unknown column kind {kind}")
 
 
 def year_group_expr(value: pl.Expr) -> pl.Expr:
-    """`7`, `07`, `Y7`, `Year 7`, `R`, `Reception`, `N1` -> the canonical year group."""
+    """`7`, `07`, `7.0`, `Y7`, `Year 7`, `R`, `Reception`, `N1` -> the canonical year group."""
     text = value.str.to_uppercase().str.replace_all(r"\s+", "")
     text = text.str.replace(r"^(YEAR|YR|Y)(\d+)$", "$2").str.replace(r"^RECEPTION$", "R")
-    text = pl.when(text.str.contains(r"^\d+$")).then(text.str.strip_chars_start("0")).otherwise(text)
+    text = text.str.replace(r"^(\d+)\.0+$", "$1")
+    text = (
+        pl.when(text.str.contains(r"^\d+$")).then(text.str.strip_chars_start("0")).otherwise(text)
+    )
     lookup = {y: y for y in codes.YEAR_GROUPS}
     return text.replace_strict(lookup, default=None).cast(codes.YearGroup)
 
 
-RANGE_CHECKS = {
-    "attendance": (pl.col("attendance").is_between(0, 1), "attendance must be between 0 and 1",
-                   "write a rate like 0.93 or a percentage like 93%"),
-    "suspensions": (pl.col("suspensions") >= 0, "suspensions cannot be negative", ""),
-}  # fmt: skip
+# Range checks on parsed values: column -> (valid condition, message, hint).
+RANGE_CHECKS: dict[str, tuple[Callable[[pl.Expr], pl.Expr], str, str]] = {
+    "attendance": (
+        lambda v: v.is_between(0, 1),
+        "attendance must be between 0 and 1",
+        "write a rate like 0.93 or a percentage like 93%",
+    ),
+    "suspensions": (lambda v: v >= 0, "suspensions cannot be negative", ""),
+}
 
 
 def _hint_for(column: Column) -> str:
@@ -229,80 +520,243 @@ def _hint_for(column: Column) -> str:
     }.get(column.kind, "")
 
 
-def canonicalise(frame: pl.DataFrame, table: str, file: str, report: Report) -> pl.DataFrame | None:
-    """Rename, parse and check one table; None when a required column is missing."""
+# Columns whose cells are nearly all distinct: trimmed as text, never tabulated.
+# Every other column is read as categorical and parsed once per distinct cell.
+WIDE_TEXT = frozenset({"pupil_id", "family_id", "letter_id", "file"})
+
+
+def tabulated_headers(headers: list[str], table: str) -> list[str]:
+    """The user's headers that hold a tabulated (low-cardinality) column of `table`."""
+    keys = {
+        key
+        for c in TABLES[table]
+        if c.name not in WIDE_TEXT
+        for key in (header_key(c.name), *c.aliases)
+    }
+    return [h for h in headers if header_key(h) in keys]
+
+
+@dataclass
+class _Lookup:
+    """Each distinct raw cell of a tabulated column, parsed once, by physical id."""
+
+    missing: list[int]  # ids of cells that mean "missing" (`NA`, blanks)
+    invalid: list[int]  # ids of cells that are not valid values
+    out_of_range: list[int]  # ids of valid values that fail the column's range check
+
+
+_OK, _MISSING, _INVALID, _OUT_OF_RANGE = range(4)
+
+
+def _lookup_plan(column: Column, cells: pl.Series) -> pl.LazyFrame:
+    """The distinct cells of a categorical column, each cleaned, parsed and checked."""
+    distinct = cells.unique().drop_nulls()
+    clean = _clean(pl.col("raw"))
+    value = parse_expr(column, clean).cast(dtype_of(column))
+    check = RANGE_CHECKS.get(column.name)
+    status = (
+        pl.when(clean.is_null()).then(_MISSING)
+        .when(value.is_null()).then(_INVALID)
+        .when(~check[0](value) if check else pl.lit(False)).then(_OUT_OF_RANGE)
+        .otherwise(_OK)
+    )  # fmt: skip
+    frame = pl.LazyFrame({"id": distinct.to_physical(), "raw": distinct.cast(pl.String)})
+    return frame.select("id", value.alias("value"), status.alias("status"))
+
+
+def _parse_tabulated(
+    column: Column, cells: pl.Series, table: pl.DataFrame
+) -> tuple[pl.Series, _Lookup]:
+    """Parse a categorical column from its lookup table: one gather by physical id."""
+    dtype = dtype_of(column)
+    ids = table.get_column("id").to_numpy()
+    statuses = table.get_column("status").to_numpy()
+    lookup = _Lookup(
+        missing=ids[statuses == _MISSING].tolist(),
+        invalid=ids[statuses == _INVALID].tolist(),
+        out_of_range=ids[statuses == _OUT_OF_RANGE].tolist(),
+    )
+    if ids.size == 0:
+        return pl.repeat(None, len(cells), dtype=dtype, eager=True).alias(column.name), lookup
+    # A dense table of values indexed by physical id: one gather parses the whole column.
+    values = pl.repeat(None, int(ids.max()) + 1, dtype=dtype, eager=True)
+    values = values.scatter(ids, table.get_column("value"))
+    return values.gather(cells.to_physical()).alias(column.name), lookup
+
+
+def _clean_wide(cells: pl.Series) -> pl.Series:
+    """Trim a high-cardinality text column; missing-value tokens become null."""
+    cells = cells.str.strip_chars()
+    missing = cells.is_in(_MISSING_VARIANTS)
+    if missing.any():
+        cells = (
+            pl.select(pl.when(missing).then(None).otherwise(cells)).to_series().alias(cells.name)
+        )
+    return cells
+
+
+def canonicalise(
+    frame: pl.DataFrame,
+    table: str,
+    file: str,
+    report: Report,
+    header_row: int = 1,
+    duplicated: tuple[str, ...] = (),
+) -> pl.DataFrame | None:
+    """Rename, parse and check one table; None when its columns are unusable."""
     errors_before = len(report.errors)
-    mapping = match_columns(frame, table, file, report)
+    mapping = match_columns(frame, table, file, report, header_row, duplicated)
     if len(report.errors) > errors_before:
         return None
-    frame = frame.with_row_index(LINE, offset=2).with_columns(pl.col(LINE).cast(pl.Int64))
-    used = set(mapping.values())
-    extras = [c for c in frame.columns if c not in used and c != LINE]
-    cleaned = frame.select(
-        pl.col(LINE),
-        *[_clean(raw).alias(name) for name, raw in mapping.items()],
-        *[pl.col(c).alias(_extra_name(c)) for c in extras],
-    )
-    parsed_columns = []
+    frame = frame.with_row_index(_ROW, offset=header_row + 1)
+    frame = _drop_blank_rows(frame.with_columns(pl.col(_ROW).cast(pl.Int64)))
+    columns = {c.name: c for c in TABLES[table]}
+    tabulated = [n for n in mapping if n not in WIDE_TEXT]
+    as_text = [mapping[n] for n in tabulated if frame.schema[mapping[n]] != pl.Categorical]
+    if as_text:  # xlsx, parquet and hand-parsed CSV arrive as text
+        frame = frame.with_columns(pl.col(as_text).cast(pl.String).cast(pl.Categorical))
+    parsed: dict[str, pl.Series] = {LINE: frame.get_column(_ROW)}
+    lookups: dict[str, _Lookup] = {}
+    plans = [_lookup_plan(columns[n], frame.get_column(mapping[n])) for n in tabulated]
+    tables = dict(zip(tabulated, pl.collect_all(plans), strict=True))  # one parallel query
     for column in TABLES[table]:
-        if column.name in mapping:
-            parsed_columns.append(parse_expr(column, pl.col(column.name)).alias(column.name))
+        if column.name in WIDE_TEXT and column.name in mapping:
+            parsed[column.name] = _clean_wide(frame.get_column(mapping[column.name]))
+        elif column.name in mapping:
+            cells = frame.get_column(mapping[column.name])
+            parsed[column.name], lookups[column.name] = _parse_tabulated(
+                column, cells, tables[column.name]
+            )
         else:
-            parsed_columns.append(pl.lit(None, dtype_of(column)).alias(column.name))
-    parsed = cleaned.with_columns(parsed_columns)
-    for column in TABLES[table]:
-        if column.name not in mapping:
-            continue
-        _report_bad_cells(cleaned, parsed, column, table, file, report)
+            parsed[column.name] = pl.repeat(None, frame.height, dtype=dtype_of(column), eager=True)
+    used = set(mapping.values())
+    for extra in (c for c in frame.columns if c not in used and c != _ROW):
+        name, n = _extra_name(extra), 1
+        while name in parsed:  # `Notes` and `notes ` are two columns, kept apart
+            name, n = f"{_extra_name(extra)}_{n}", n + 1
+        parsed[name] = frame.get_column(extra)
+    result = pl.DataFrame([series.alias(name) for name, series in parsed.items()])
+    for name, raw in mapping.items():
+        _report_bad_cells(frame, result, columns[name], raw, lookups.get(name), file, report)
     if table == "pupils":
-        _check_upns(parsed, file, report)
+        _check_upns(result, file, report)
         if "census" in mapping:
-            _check_census(parsed, file, report)
+            _check_census(result, file, report)
+        _check_order(result, "on_roll_from", "on_roll_to", file, report)
     if table == "exits":
-        raw_empty = (
-            cleaned.get_column("destination").is_null()
-            if "destination" in mapping
-            else pl.repeat(True, cleaned.height, eager=True)
-        )
-        parsed = _derive_destination(parsed, raw_empty, "ground" in mapping, file, report)
-    canonical = [c.name for c in TABLES[table]]
-    return parsed.select(LINE, *canonical, *[c for c in parsed.columns if c not in canonical
-                                             and c != LINE])  # fmt: skip
+        result = _derive_destination(result, "ground" in mapping, file, report)
+        _check_order(result, "exit_date", "returned_date", file, report)
+    return result
+
+
+def _drop_blank_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows with no cell at all (blank lines, `,,,,`) are not records; others keep their line."""
+    cells = [c for c in frame.columns if c != _ROW]
+    if not cells:
+        return frame
+    blank = frame.select(pl.all_horizontal(pl.col(cells).is_null()).alias("blank"))["blank"]
+    return frame.filter(~blank) if blank.any() else frame
 
 
 def _extra_name(header: str) -> str:
     name = re.sub(r"[^0-9a-zA-Z]+", "_", header.replace("\ufeff", "").strip().lower()).strip("_")
-    return f"extra_{name}" if name in {c.name for t in TABLES.values() for c in t} else name
+    name = name or "column"
+    return (
+        f"extra_{name}" if name in {c.name for t in TABLES.values() for c in t} | {LINE} else name
+    )
 
 
-def _report_bad_cells(cleaned: pl.DataFrame, parsed: pl.DataFrame, column: Column, table: str,
-                      file: str, report: Report) -> None:  # fmt: skip
+def _report_cells(
+    report: Report,
+    file: str,
+    column: str,
+    rows: pl.DataFrame,
+    total: int,
+    message: Callable[[object], str],
+    hint: str,
+) -> None:
+    """One error per bad cell (up to the limit), each quoting its own cell, then a count."""
+    for line, value in rows.head(MAX_ROWS_PER_PROBLEM).iter_rows():
+        report.error(file, line, column, message(value), hint)
+    if total > MAX_ROWS_PER_PROBLEM:
+        report.error(
+            file, None, column, f"{total - MAX_ROWS_PER_PROBLEM:,} more rows with this problem"
+        )
+
+
+def _report_bad_cells(
+    frame: pl.DataFrame,
+    parsed: pl.DataFrame,
+    column: Column,
+    raw: str,
+    lookup: _Lookup | None,
+    file: str,
+    report: Report,
+) -> None:
     name = column.name
-    raw_null = cleaned.get_column(name).is_null()
-    value_null = parsed.get_column(name).is_null()
-    invalid = ~raw_null & value_null
-    if invalid.any():
-        rows = parsed.filter(invalid).get_column(LINE)
-        example = cleaned.filter(invalid).get_column(name).head(1).item()
-        report.rows("error", file, name, rows.head(20).to_list(), len(rows),
-                    f"{_shorten(example)!r} is not a valid {name}", _hint_for(column))  # fmt: skip
-    if column.required and not (table == "exits" and name == "destination"):
-        missing = raw_null
-        if missing.any():
-            rows = parsed.filter(missing).get_column(LINE)
-            report.rows("error", file, name, rows.head(20).to_list(), len(rows),
-                        f"{name} is empty", "every row needs a value here")  # fmt: skip
-    if name in RANGE_CHECKS:
-        condition, message, hint = RANGE_CHECKS[name]
-        bad = parsed.filter(pl.col(name).is_not_null() & ~condition)
-        if bad.height:
-            report.rows("error", file, name, bad.get_column(LINE).head(20).to_list(),
-                        bad.height, message, hint)  # fmt: skip
+
+    def cells(ids: list[int]) -> pl.DataFrame:
+        rows = frame.filter(pl.col(raw).to_physical().is_in(ids))
+        return rows.select(pl.col(_ROW).alias(LINE), pl.col(raw).cast(pl.String))
+
+    if lookup is not None and lookup.invalid:
+        bad = cells(lookup.invalid)
+        _report_cells(
+            report,
+            file,
+            name,
+            bad,
+            bad.height,
+            lambda v: f"{_shorten(v)!r} is not a valid {name}",
+            _hint_for(column),
+        )
+    if column.required:
+        empty = parsed.filter(pl.col(name).is_null())
+        if lookup is not None and lookup.invalid:
+            empty = empty.join(cells(lookup.invalid).select(LINE), on=LINE, how="anti")
+        if empty.height:
+            _report_cells(
+                report,
+                file,
+                name,
+                empty.select(LINE, name),
+                empty.height,
+                lambda _: f"{name} is empty",
+                "every row needs a value here",
+            )
+    if lookup is not None and lookup.out_of_range:
+        _, message, hint = RANGE_CHECKS[name]
+        bad = cells(lookup.out_of_range)
+        _report_cells(
+            report,
+            file,
+            name,
+            bad,
+            bad.height,
+            lambda v: f"{message} (found {_shorten(v)!r})",
+            hint,
+        )
 
 
 def _shorten(value: object) -> str:
     text = str(value)
     return text if len(text) <= 30 else text[:27] + "..."
+
+
+def _check_order(frame: pl.DataFrame, first: str, then: str, file: str, report: Report) -> None:
+    """A later date (`then`) before the earlier one (`first`) on the same row is an error."""
+    bad = frame.filter(pl.col(then) < pl.col(first))
+    if bad.height:
+        text = pl.format(f"{then} {{}} is before {first} {{}}", pl.col(then), pl.col(first))
+        _report_cells(
+            report,
+            file,
+            then,
+            bad.select(LINE, text),
+            bad.height,
+            str,
+            f"check both dates; {then} cannot come before {first}",
+        )
 
 
 # --------------------------------------------------------------------------- UPNs and census
@@ -316,37 +770,123 @@ def upn_check_letter(ids: pl.Expr) -> pl.Expr:
         if position == 13:
             letter_index = {letter: i for i, letter in enumerate(UPN_CHECK_ALPHABET)}
             value = pl.when(char.str.contains(r"\d")).then(char.cast(pl.Int64, strict=False))
-            value = value.otherwise(char.replace_strict(letter_index, default=None, return_dtype=pl.Int64))
+            value = value.otherwise(
+                char.replace_strict(letter_index, default=None, return_dtype=pl.Int64)
+            )
         else:
             value = char.cast(pl.Int64, strict=False)
         weighted.append(value * position)
     remainder = pl.sum_horizontal(weighted) % 23
-    return remainder.replace_strict(dict(enumerate(UPN_CHECK_ALPHABET)), default=None,
-                                    return_dtype=pl.String)  # fmt: skip
+    return remainder.replace_strict(
+        dict(enumerate(UPN_CHECK_ALPHABET)), default=None, return_dtype=pl.String
+    )
+
+
+def _upn_tables() -> tuple[np.ndarray, np.ndarray]:
+    """By byte: the value of a UPN's final character (-1 if invalid); check letters (lower)."""
+    value = np.full(256, -1, dtype=np.int16)  # digits their value, letters their alphabet index
+    for index, letter in enumerate(UPN_CHECK_ALPHABET):
+        value[ord(letter)] = value[ord(letter.lower())] = index
+    value[ord("0") : ord("9") + 1] = np.arange(10)
+    check = np.frombuffer(UPN_CHECK_ALPHABET.lower().encode(), dtype=np.uint8)
+    return value, check
+
+
+_UPN_LAST_VALUE, _UPN_CHECK = _upn_tables()
+
+
+def _byte_columns(ids: pl.Series, width: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(positions, one byte array per character) for the ids exactly `width` bytes long.
+
+    Reads the strings' UTF-8 bytes straight from their Arrow buffers, so nine
+    million ids cost a few numpy passes and no Python objects.
+    """
+    import pyarrow as pa
+
+    array = ids.rechunk().to_arrow(compat_level=pl.CompatLevel.oldest())
+    if array.type != pa.large_string():
+        array = array.cast(pa.large_string())
+    _, offset_buffer, data_buffer = array.buffers()
+    offsets = np.frombuffer(offset_buffer, dtype=np.int64)[
+        array.offset : array.offset + len(array) + 1
+    ]
+    keep = np.diff(offsets) == width
+    if array.null_count:
+        keep &= ids.is_not_null().to_numpy()
+    positions = np.flatnonzero(keep)
+    if positions.size == 0 or data_buffer is None:
+        return positions, []
+    data = np.frombuffer(data_buffer, dtype=np.uint8)
+    if positions.size == len(ids) and offsets[-1] - offsets[0] == width * positions.size:
+        # Every id has `width` bytes, back to back: a zero-copy matrix, transposed once.
+        matrix = data[offsets[0] : offsets[-1]].reshape(-1, width)
+        return positions, list(np.ascontiguousarray(matrix.T))
+    starts = offsets[:-1][positions]
+    return positions, [data.take(starts + k) for k in range(width)]
+
+
+def bad_upn_rows(ids: pl.Series) -> np.ndarray:
+    """Positions of UPN-shaped ids whose check letter is wrong (vectorised with numpy).
+
+    UPN-shaped: a letter, then 12 digits or 11 digits and a letter (any case).
+    The check letter is sum(position * value of characters 2..13) mod 23, mapped
+    to `UPN_CHECK_ALPHABET`; a final letter counts as its index in that alphabet,
+    and a final I, O or S is never valid.
+    """
+    positions, columns = _byte_columns(ids, 13)
+    if positions.size == 0:
+        return positions
+    first = columns[0] | np.uint8(0x20)  # ASCII letters to lower case
+    shaped = (first - np.uint8(ord("a"))) < 26  # uint8 arithmetic wraps: one test per range
+    total = np.zeros(positions.size, dtype=np.uint16)  # at most 9 * 77 + 22 * 13
+    for position in range(2, 13):
+        digit = columns[position - 1] - np.uint8(ord("0"))
+        shaped &= digit < 10
+        total += digit.astype(np.uint16) * np.uint16(position)
+    last = columns[12]
+    shaped &= ((last - np.uint8(ord("0"))) < 10) | (
+        ((last | np.uint8(0x20)) - np.uint8(ord("a"))) < 26
+    )
+    last_value = _UPN_LAST_VALUE.take(last)
+    total += np.maximum(last_value, 0).astype(np.uint16) * np.uint16(13)
+    expected = _UPN_CHECK.take(total % 23)
+    wrong = shaped & ((expected != first) | (last_value < 0))
+    return positions[wrong]
 
 
 def _check_upns(frame: pl.DataFrame, file: str, report: Report) -> None:
     """Ids shaped like a UPN must carry the right check letter; other ids are pseudonyms."""
-    ids = pl.col("pupil_id").str.to_uppercase()
-    bad = frame.filter(
-        ids.str.contains(UPN_SHAPE) & (ids.str.slice(0, 1) != upn_check_letter(ids))
-    ).get_column(LINE)
-    if len(bad):
-        report.rows("error", file, "pupil_id", bad.head(20).to_list(), len(bad),
-                    "this UPN's check letter is wrong",
-                    "correct the UPN (or use a pseudonymous id that is not UPN-shaped)")  # fmt: skip
+    bad = bad_upn_rows(frame.get_column("pupil_id"))
+    if bad.size:
+        rows = frame.select(LINE, "pupil_id")[pl.Series(bad)]
+        _report_cells(
+            report,
+            file,
+            "pupil_id",
+            rows,
+            int(bad.size),
+            lambda v: f"UPN {v} has the wrong check letter",
+            "correct the UPN (or use a pseudonymous id that is not UPN-shaped)",
+        )
 
 
 CENSUS_SHAPE = r"^\d{4}-(AUT|SPR|SUM)$"
 
 
 def _check_census(frame: pl.DataFrame, file: str, report: Report) -> None:
-    bad = frame.filter(
-        pl.col("census").is_not_null() & ~pl.col("census").str.to_uppercase().str.contains(CENSUS_SHAPE)
-    ).get_column(LINE)
-    if len(bad):
-        report.rows("error", file, "census", bad.head(20).to_list(), len(bad),
-                    "census must look like 2024-AUT, 2025-SPR or 2025-SUM")  # fmt: skip
+    distinct = frame.get_column("census").drop_nulls().unique()
+    wrong = distinct.filter(~distinct.str.to_uppercase().str.contains(CENSUS_SHAPE))
+    if wrong.len():
+        rows = frame.filter(pl.col("census").is_in(wrong.implode())).select(LINE, "census")
+        _report_cells(
+            report,
+            file,
+            "census",
+            rows,
+            rows.height,
+            lambda v: f"{_shorten(v)!r} is not a valid census",
+            "write a census like 2024-AUT, 2025-SPR or 2025-SUM",
+        )
 
 
 # --------------------------------------------------------------------------- exits
@@ -357,48 +897,105 @@ def normalise_ground(ground: pl.Expr) -> pl.Expr:
     return ground.str.replace_all(r"\s+", "").str.to_lowercase()
 
 
-def _derive_destination(exits: pl.DataFrame, raw_empty: pl.Series, has_ground: bool, file: str,
-                        report: Report) -> pl.DataFrame:  # fmt: skip
-    """Fill a missing destination from a ground that decides it; report the rest."""
+def _derive_destination(
+    exits: pl.DataFrame, has_ground: bool, file: str, report: Report
+) -> pl.DataFrame:
+    """Fill an empty destination from a ground that decides it; report the rest.
+
+    Rows whose destination text was invalid are already reported (and null);
+    they are not filled from the ground: wrong data is worse than no data.
+    """
     if has_ground:
         exits = exits.with_columns(normalise_ground(pl.col("ground")).alias("ground"))
-        derived = pl.col("ground").replace_strict(codes.GROUND_DESTINATION, default=None)
+        derived = pl.col("ground").replace_strict(
+            codes.GROUND_DESTINATION, default=None, return_dtype=pl.String
+        )
         exits = exits.with_columns(
             pl.coalesce(pl.col("destination"), derived.cast(codes.Destination)).alias("destination")
         )
-    # Invalid destination text is reported as invalid already; here only empty cells count.
-    missing = exits.filter(pl.col("destination").is_null() & raw_empty)
+    invalid_lines = {
+        p.row
+        for p in report.errors
+        if p.file == file and p.column == "destination" and p.row is not None
+    }
+    missing = exits.filter(
+        pl.col("destination").is_null() & ~pl.col(LINE).is_in(list(invalid_lines))
+    )
     if missing.height:
-        hint = "give a destination code; only grounds such as 9(1)(f) decide it on their own"
-        report.rows("error", file, "destination", missing.get_column(LINE).head(20).to_list(),
-                    missing.height, "destination is empty and the ground does not decide it", hint)  # fmt: skip
+        if has_ground:
+            message = "destination is empty and the ground does not decide it"
+            hint = "give a destination code; only grounds such as 9(1)(f) decide it on their own"
+        else:
+            message, hint = "destination is empty", "give a destination code, e.g. EHE or SCHOOL"
+        _report_cells(
+            report,
+            file,
+            "destination",
+            missing.select(LINE, "ground"),
+            missing.height,
+            lambda _: message,
+            hint,
+        )
     return exits
-
 
 
 # --------------------------------------------------------------------------- duplicates
 
 
-def drop_duplicates(frame: pl.DataFrame, table: str, keys: list[str], file: str,
-                    report: Report) -> pl.DataFrame:  # fmt: skip
-    """Exact duplicate rows count once (warning); rows that share a key but disagree are errors."""
+def drop_duplicates(
+    frame: pl.DataFrame, table: str, keys: list[str], file: str, report: Report
+) -> pl.DataFrame:
+    """Exact duplicate rows count once (warning); rows that share a key but disagree are errors.
+
+    Row hashes find the few candidate rows first, so a national roll is not
+    compared column by column; the exact checks then run on the candidates only.
+    """
     content = [c for c in frame.columns if c != LINE]
-    exact = frame.filter(pl.struct(content).is_duplicated() & ~pl.struct(content).is_first_distinct())
+    if frame.height < 2 or not content:
+        return frame
+    hashes = frame.select(keys or content).hash_rows()
+    ordered = np.sort(hashes.to_numpy())  # a sort finds repeats faster than a hash table here
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if repeated.size == 0:
+        return frame
+    candidates = frame.filter(hashes.is_in(pl.Series(repeated).implode()))
+    exact = candidates.filter(
+        pl.struct(content).is_duplicated() & ~pl.struct(content).is_first_distinct()
+    )
     if exact.height:
-        report.rows(WARNING, file, None, exact.get_column(LINE).head(20).to_list(), exact.height,
-                    "exact duplicate of an earlier row; counted once")  # fmt: skip
-        frame = frame.unique(subset=content, keep="first", maintain_order=True)
+        report.rows(
+            WARNING,
+            file,
+            None,
+            exact.get_column(LINE).head(20).to_list(),
+            exact.height,
+            "exact duplicate of an earlier row; counted once",
+        )
+        frame = frame.filter(~pl.col(LINE).is_in(exact.get_column(LINE).implode()))
+        candidates = candidates.filter(~pl.col(LINE).is_in(exact.get_column(LINE).implode()))
     if keys:
-        clash = frame.filter(pl.struct(keys).is_duplicated())
+        clash = candidates.filter(pl.struct(keys).is_duplicated())
         if clash.height:
-            first_lines = clash.group_by(keys, maintain_order=True).agg(pl.col(LINE).min().alias("first"))
-            later = clash.join(first_lines, on=keys).filter(pl.col(LINE) != pl.col("first"))
+            first_lines = clash.group_by(keys, maintain_order=True).agg(
+                pl.col(LINE).min().alias("first")
+            )
+            later = clash.join(first_lines, on=keys, nulls_equal=True).filter(
+                pl.col(LINE) != pl.col("first")
+            )
+            later = later.sort(LINE)
             key_text = " + ".join(keys)
             for row, first in later.select(LINE, "first").head(20).iter_rows():
-                report.error(file, row, keys[0], f"same {key_text} as row {first} but different data",
-                             "keep one row per " + key_text)  # fmt: skip
+                report.error(
+                    file,
+                    row,
+                    keys[0],
+                    f"same {key_text} as row {first} but different data",
+                    "keep one row per " + key_text,
+                )
             if later.height > 20:
-                report.error(file, None, keys[0], f"{later.height - 20:,} more conflicting duplicates")
+                report.error(
+                    file, None, keys[0], f"{later.height - 20:,} more conflicting duplicates"
+                )
     return frame
 
 
@@ -416,9 +1013,14 @@ def resolve_letter_path(letters_root: Path, relative: str) -> tuple[Path | None,
         return None, "is an absolute path; give a path relative to letters/"
     if ".." in PurePosixPath(text).parts:
         return None, "goes outside letters/ (contains ..)"
+    if "\x00" in text:
+        return None, "is not a valid file name"
     candidate = letters_root / text
     root = letters_root.resolve()
-    resolved = candidate.resolve(strict=False)
+    try:
+        resolved = candidate.resolve(strict=False)
+    except (OSError, RuntimeError):  # a symlink loop
+        return None, "is a link that cannot be followed"
     if not resolved.is_relative_to(root):
         return None, "is a link that leaves letters/"
     if not resolved.is_file():
@@ -426,14 +1028,21 @@ def resolve_letter_path(letters_root: Path, relative: str) -> tuple[Path | None,
     return resolved, None
 
 
-def _attach_letter_paths(letters: pl.DataFrame, root: Path, file: str, report: Report) -> pl.DataFrame:
+def _attach_letter_paths(
+    letters: pl.DataFrame, root: Path, file: str, report: Report
+) -> pl.DataFrame:
     letters_root = root / "letters"
     resolved: list[str | None] = []
     for line, relative in letters.select(LINE, "file").iter_rows():
         path, why = resolve_letter_path(letters_root, relative or "")
         if why:
-            report.error(file, line, "file", f"{_shorten(relative)!r} {why}",
-                         "put the letter in the letters/ folder and give its relative path")  # fmt: skip
+            report.error(
+                file,
+                line,
+                "file",
+                f"{_shorten(relative)!r} {why}",
+                "put the letter in the letters/ folder and give its relative path",
+            )
         resolved.append(str(path) if path else None)
     return letters.with_columns(pl.Series("path", resolved, dtype=pl.String))
 
@@ -443,34 +1052,66 @@ def _attach_letter_paths(letters: pl.DataFrame, root: Path, file: str, report: R
 
 def _cross_checks(tables: dict[str, pl.DataFrame], files: dict[str, str], report: Report) -> None:
     pupils, exits = tables.get("pupils"), tables.get("exits")
-    if pupils is not None and exits is not None:
-        orphans = exits.join(pupils.select("pupil_id", "urn").unique(), on=["pupil_id", "urn"], how="anti")
+    if pupils is not None and exits is not None and exits.height:
+        keys = ["pupil_id", "urn"]
+        # Row hashes narrow a national roll to the few rows that can match an exit; the
+        # anti-join on those rows is then exact.
+        exit_hashes = exits.select(keys).hash_rows()
+        leavers = pupils.filter(pupils.select(keys).hash_rows().is_in(exit_hashes.implode()))
+        orphans = exits.join(leavers.select(keys), on=keys, how="anti")
         if orphans.height:
-            report.rows("error", files["exits"], "pupil_id", orphans.get_column(LINE).head(20).to_list(),
-                        orphans.height, "this pupil is not on this school's roll in pupils",
-                        "add the pupil to pupils for that urn, or correct pupil_id/urn")  # fmt: skip
+            report.rows(
+                ERROR,
+                files["exits"],
+                "pupil_id",
+                orphans.get_column(LINE).head(20).to_list(),
+                orphans.height,
+                "this pupil is not on this school's roll in pupils",
+                "add the pupil to pupils for that urn, or correct pupil_id/urn",
+            )
     schools = tables.get("schools")
     if schools is not None:
-        known = set(schools.get_column("urn").to_list())
+        known = schools.get_column("urn").unique().implode()
         for table in ("pupils", "exits", "letters"):
             if tables.get(table) is None:
                 continue
-            urns = sorted(set(tables[table].get_column("urn").unique().to_list()) - known)
-            for urn in urns[:20]:
-                report.warn(files[table], None, "urn", f"URN {urn} is not in schools",
-                            "add it to schools for its name, phase and trust")  # fmt: skip
+            urns = tables[table].get_column("urn").unique().drop_nulls()
+            unknown = sorted(urns.filter(~urns.is_in(known)).to_list())
+            for urn in unknown[:20]:
+                report.warn(
+                    files[table],
+                    None,
+                    "urn",
+                    f"URN {urn} is not in schools",
+                    "add it to schools for its name, phase and trust",
+                )
+            if len(unknown) > 20:
+                report.warn(
+                    files[table], None, "urn", f"{len(unknown) - 20:,} more URNs not in schools"
+                )
     letters = tables.get("letters")
     if exits is not None:
         linked = exits.filter(pl.col("letter_id").is_not_null())
         if linked.height and letters is None:
-            report.warn(files["exits"], None, "letter_id", "exits name letters but there is no letters table",
-                        "add letters.csv and the letters/ folder to check them")  # fmt: skip
+            report.warn(
+                files["exits"],
+                None,
+                "letter_id",
+                "exits name letters but there is no letters table",
+                "add letters.csv and the letters/ folder to check them",
+            )
         elif linked.height and letters is not None:
-            unknown = linked.join(letters.select("letter_id"), on="letter_id", how="anti")
-            if unknown.height:
-                report.rows("error", files["exits"], "letter_id", unknown.get_column(LINE).head(20).to_list(),
-                            unknown.height, "this letter_id is not in letters",
-                            "add the letter to letters or clear the cell")  # fmt: skip
+            unknown_letters = linked.join(letters.select("letter_id"), on="letter_id", how="anti")
+            if unknown_letters.height:
+                report.rows(
+                    ERROR,
+                    files["exits"],
+                    "letter_id",
+                    unknown_letters.get_column(LINE).head(20).to_list(),
+                    unknown_letters.height,
+                    "this letter_id is not in letters",
+                    "add the letter to letters or clear the cell",
+                )
 
 
 # --------------------------------------------------------------------------- entry point
@@ -488,20 +1129,40 @@ def load_dataset(root: Path, *, encoding: str | None = None) -> tuple[Dataset, R
     tables: dict[str, pl.DataFrame] = {}
     files: dict[str, Path] = {}
     for table in TABLES:
-        path = find_table_file(root, table, report)
-        if path is None:
-            if table in REQUIRED_TABLES and not any(p.file.startswith(table) for p in report.errors):
-                report.error(f"{table}.csv", None, None, f"the {table} table is missing",
-                             f"add {table}.csv (or .xlsx/.parquet) to {root.name}/")  # fmt: skip
+        found = find_table_files(root, table)
+        if len(found) > 1:
+            find_table_file(root, table, report)
             continue
+        if not found:
+            if table in REQUIRED_TABLES:
+                report.error(
+                    f"{table}.csv",
+                    None,
+                    None,
+                    f"the {table} table is missing",
+                    f"add {table}.csv (or .xlsx/.parquet) to {root.name}/",
+                )
+            continue
+        path = found[0]
         files[table] = path
-        raw = read_text_table(path, encoding, report)
+        raw = read_text_table(path, encoding, report, table)
         if raw is None:
             continue
-        frame = canonicalise(raw, table, path.name, report)
+        frame = canonicalise(raw.frame, table, path.name, report, raw.header_row, raw.duplicated)
+        del raw
         if frame is None:
             continue
-        keys = KEYS[table] + (["census"] if table == "pupils" and frame["census"].is_not_null().any() else [])
+        if table == "pupils" and frame.height == 0:
+            report.error(
+                path.name,
+                None,
+                None,
+                "there are no pupils (only a header)",
+                "pupils must list everyone on roll in the audit window",
+            )
+        keys = KEYS[table] + (
+            ["census"] if table == "pupils" and frame["census"].is_not_null().any() else []
+        )
         tables[table] = drop_duplicates(frame, table, keys, path.name, report)
     names = {t: p.name for t, p in files.items()}
     if "letters" in tables:
@@ -514,7 +1175,9 @@ def load_dataset(root: Path, *, encoding: str | None = None) -> tuple[Dataset, R
         pupils=tables["pupils"],
         exits=tables["exits"],
         schools=tables.get("schools", empty_frame("schools")),
-        letters=tables.get("letters", empty_frame("letters").with_columns(pl.lit(None, pl.String).alias("path"))),
+        letters=tables.get(
+            "letters", empty_frame("letters").with_columns(pl.lit(None, pl.String).alias("path"))
+        ),
         files=files,
         has_schools="schools" in tables,
         has_letters="letters" in tables,
