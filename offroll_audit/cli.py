@@ -13,7 +13,7 @@ import sys
 import typer
 
 from offroll_audit import __version__
-from offroll_audit.console import audit, demo, fixtures, letters, validate
+from offroll_audit.console import audit, demo, fixtures, letters, model, validate
 
 app = typer.Typer(
     name="offroll-audit",
@@ -48,6 +48,7 @@ app.command("demo")(demo.command)
 app.command("validate")(validate.command)
 app.command("audit")(audit.command)
 app.command("letters")(letters.command)
+app.command("model")(model.command)
 app.command("fixtures")(fixtures.command)
 
 
