@@ -95,7 +95,7 @@ def chance_phrase(p: float) -> str:
         return "fewer than 1 in 1,000"
     if p >= 0.5:
         return "about half or more of"
-    return f"about 1 in {round(1 / p):,} of"
+    return f"about 1 in {round(1 / p):,}"
 
 
 def build_results(result: AuditResult, manifest: dict[str, Any],

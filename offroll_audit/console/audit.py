@@ -116,10 +116,10 @@ def render_summary(results: dict[str, Any], out: Path, console) -> None:
     table = Table(title=f"{len(selected)} of {len(schools)} schools selected for audit")
     for name in ("URN", "School", "EHE: observed / expected, band",
                  "Unexplained: observed / expected, band", "Why selected"):  # fmt: skip
-        table.add_column(name, overflow="fold")
+        table.add_column(name, overflow="fold", min_width=18 if name == "Why selected" else None)
     for school in selected:
         table.add_row(school["urn"], school.get("name") or "", _pair(school, "ehe"),
-                      _pair(school, "unexplained"), ", ".join(school["audit_reasons"]))  # fmt: skip
+                      _pair(school, "unexplained"), "\n".join(school["audit_reasons"]))  # fmt: skip
     if selected:
         console.print(table)
     else:
