@@ -59,19 +59,36 @@ def stages(data: Path) -> None:
     timings["school_table_and_select"] = time.perf_counter() - mark
     timings["statistics_after_loading"] = sum(v for k, v in timings.items() if k != "load")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    print(json.dumps({
-        "pupil_rows": dataset.pupils.height, "exits": dataset.exits.height,
-        "schools": dataset.schools.height, "selected": int(schools["audit"].sum()),
-        "alpha_ehe": round(outcomes["ehe"].overdispersion.alpha, 4),
-        "seconds": {k: round(v, 2) for k, v in timings.items()}, "peak_rss_gb": round(peak, 2),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "pupil_rows": dataset.pupils.height,
+                "exits": dataset.exits.height,
+                "schools": dataset.schools.height,
+                "selected": int(schools["audit"].sum()),
+                "alpha_ehe": round(outcomes["ehe"].overdispersion.alpha, 4),
+                "seconds": {k: round(v, 2) for k, v in timings.items()},
+                "peak_rss_gb": round(peak, 2),
+            }
+        )
+    )
 
 
 def whole_command(data: Path) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "out"
-        command = [sys.executable, "-m", "offroll_audit", "audit", str(data), "--out", str(out),
-                   "--no-letters", "--no-workbooks", "--quiet"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "offroll_audit",
+            "audit",
+            str(data),
+            "--out",
+            str(out),
+            "--no-letters",
+            "--no-workbooks",
+            "--quiet",
+        ]
         started = time.perf_counter()
         subprocess.run(command, check=True)
         seconds = time.perf_counter() - started
@@ -95,8 +112,12 @@ def main() -> None:
 
         print(f"generating {args.pupils:,} pupils at {args.schools:,} schools in {data} ...")
         generate_dataset(data, schools=args.schools, pupils=args.pupils, letters=False)
-    run = subprocess.run([sys.executable, __file__, "--stages-only", str(data)],
-                         check=True, capture_output=True, text=True)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, __file__, "--stages-only", str(data)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     report = json.loads(run.stdout.strip().splitlines()[-1])
     report.update(whole_command(data))
     print(json.dumps(report, indent=2))

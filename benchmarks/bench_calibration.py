@@ -41,8 +41,15 @@ def one_la(task: tuple[str, int, int, int]) -> dict:
     mode, seed, schools, pupils = task
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder) / "la"
-        truth = generate_dataset(data, seed=seed, schools=schools, pupils=pupils, letters=False,
-                                 null=mode == "calibration", heterogeneity_sd=0.25)  # fmt: skip
+        truth = generate_dataset(
+            data,
+            seed=seed,
+            schools=schools,
+            pupils=pupils,
+            letters=False,
+            null=mode == "calibration",
+            heterogeneity_sd=0.25,
+        )
         dataset, _ = load_dataset(data)
     profile = load_profile("default")
     summary: dict = {"seed": seed}
@@ -52,20 +59,29 @@ def one_la(task: tuple[str, int, int, int]) -> dict:
         for outcome in ("ehe", "unexplained"):
             bands = Counter(r[f"{outcome}_band"] for r in rows.values())
             testable = sum(n for band, n in bands.items() if band != "too_few")
-            summary[f"{method}_{outcome}"] = {"schools": len(rows), "testable": testable,
-                                              **{b: bands.get(b, 0) for b in BANDS}}  # fmt: skip
+            summary[f"{method}_{outcome}"] = {
+                "schools": len(rows),
+                "testable": testable,
+                **{b: bands.get(b, 0) for b in BANDS},
+            }
         summary[f"{method}_alpha"] = result.outcomes["ehe"].overdispersion.alpha
         if mode == "power":
             planted = truth["planted"]
             summary["offroll_ehe"] = [
-                {"expected_without_plant": p["expected_ehe_without_plant"],
-                 "observed": rows[p["urn"]]["ehe_observed"],
-                 "expected": rows[p["urn"]]["ehe_expected"],
-                 "band": rows[p["urn"]]["ehe_band"]}
+                {
+                    "expected_without_plant": p["expected_ehe_without_plant"],
+                    "observed": rows[p["urn"]]["ehe_observed"],
+                    "expected": rows[p["urn"]]["ehe_expected"],
+                    "band": rows[p["urn"]]["ehe_band"],
+                }
                 for p in planted["offroll_ehe"]
-            ]  # fmt: skip
-            summary["offroll_moves"] = [rows[p["urn"]]["unexplained_band"] for p in planted["offroll_moves"]]
-            summary["innocent_selected"] = [bool(rows[p["urn"]]["audit"]) for p in planted["innocent_high"]]
+            ]
+            summary["offroll_moves"] = [
+                rows[p["urn"]]["unexplained_band"] for p in planted["offroll_moves"]
+            ]
+            summary["innocent_selected"] = [
+                bool(rows[p["urn"]]["audit"]) for p in planted["innocent_high"]
+            ]
     return summary
 
 
@@ -79,9 +95,12 @@ def report_calibration(results: list[dict]) -> dict:
         schools = sum(r[key]["schools"] for r in results)
         testable = sum(r[key]["testable"] for r in results)
         counts = {b: sum(r[key][b] for r in results) for b in BANDS}
-        out[key] = {"schools": schools, "testable": testable,
-                    **{f"{b}_share_of_schools": share(counts[b], schools) for b in BANDS},
-                    **{f"{b}_share_of_testable": share(counts[b], testable) for b in BANDS}}  # fmt: skip
+        out[key] = {
+            "schools": schools,
+            "testable": testable,
+            **{f"{b}_share_of_schools": share(counts[b], schools) for b in BANDS},
+            **{f"{b}_share_of_testable": share(counts[b], testable) for b in BANDS},
+        }
     alphas = [r["nb_alpha"] for r in results]
     out["alpha_mean"] = round(sum(alphas) / len(alphas), 4)
     return out
@@ -96,14 +115,20 @@ def report_power(results: list[dict]) -> dict:
         "offroll_ehe_schools": len(planted),
         "offroll_ehe_high_998": share(sum(p["band"] == "high_998" for p in planted), len(planted)),
         "offroll_ehe_mean_intake_expected": round(
-            sum(p["expected_without_plant"] for p in planted) / max(len(planted), 1), 2),
-        "offroll_ehe_mean_observed": round(sum(p["observed"] for p in planted) / max(len(planted), 1), 2),
+            sum(p["expected_without_plant"] for p in planted) / max(len(planted), 1), 2
+        ),
+        "offroll_ehe_mean_observed": round(
+            sum(p["observed"] for p in planted) / max(len(planted), 1), 2
+        ),
         "offroll_ehe_with_intake_E_12_to_18": len(near_15),
         "offroll_ehe_with_intake_E_12_to_18_high_998": share(
-            sum(p["band"] == "high_998" for p in near_15), len(near_15)),
-        "offroll_moves_unexplained_high_998": share(sum(b == "high_998" for b in moves), len(moves)),
+            sum(p["band"] == "high_998" for p in near_15), len(near_15)
+        ),
+        "offroll_moves_unexplained_high_998": share(
+            sum(b == "high_998" for b in moves), len(moves)
+        ),
         "innocent_selected": share(sum(innocent), len(innocent)),
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -115,15 +140,22 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     defaults = {"calibration": (200, 40, 15_000), "power": (50, 100, 45_000)}[args.mode]
-    las, schools, pupils = (given or default for given, default
-                            in zip((args.las, args.schools, args.pupils), defaults, strict=True))  # fmt: skip
+    las, schools, pupils = (
+        given or default
+        for given, default in zip((args.las, args.schools, args.pupils), defaults, strict=True)
+    )
     tasks = [(args.mode, 1000 + k, schools, pupils) for k in range(las)]
     started = time.perf_counter()
     with multiprocessing.Pool(args.workers) as pool:
         results = pool.map(one_la, tasks, chunksize=1)
     summary = report_calibration(results) if args.mode == "calibration" else report_power(results)
-    summary.update(mode=args.mode, las=las, schools_per_la=schools, pupils_per_la=pupils,
-                   seconds=round(time.perf_counter() - started, 1))  # fmt: skip
+    summary.update(
+        mode=args.mode,
+        las=las,
+        schools_per_la=schools,
+        pupils_per_la=pupils,
+        seconds=round(time.perf_counter() - started, 1),
+    )
     print(json.dumps(summary, indent=2))
 
 

@@ -49,11 +49,21 @@ PHASE_YEARS = {  # physical index range of codes.YEAR_GROUPS (N1=0, N2=1, R=2, 1
     "ap": (9, 13),  # 7..11
 }
 DESTINATION_SHARE = {  # close to the synthetic generator's national run
-    "SCHOOL": 0.416, "MOVED_AWAY": 0.189, "EHE": 0.122, "EMIGRATED": 0.066, "CME": 0.043,
-    "INDEPENDENT": 0.032, "DUAL_ENDED": 0.031, "SPECIAL": 0.031, "OTHER": 0.026,
-    "END_OF_EDUCATION": 0.022, "AP": 0.013, "PERM_EXCLUSION": 0.007, "CUSTODY": 0.001,
+    "SCHOOL": 0.416,
+    "MOVED_AWAY": 0.189,
+    "EHE": 0.122,
+    "EMIGRATED": 0.066,
+    "CME": 0.043,
+    "INDEPENDENT": 0.032,
+    "DUAL_ENDED": 0.031,
+    "SPECIAL": 0.031,
+    "OTHER": 0.026,
+    "END_OF_EDUCATION": 0.022,
+    "AP": 0.013,
+    "PERM_EXCLUSION": 0.007,
+    "CUSTODY": 0.001,
     "DECEASED": 0.001,
-}  # fmt: skip
+}
 
 
 def canonical(table: str, data: dict[str, object]) -> pl.DataFrame:
@@ -106,17 +116,20 @@ def numpy_frames(
     high[(np.array(PHASES)[phase] == "secondary") & (rng.random(schools) < 0.4)] = 13  # no 6th form
     school = rng.integers(0, schools, roll)
     year = low[school] + (rng.random(roll) * (high[school] - low[school] + 1)).astype(np.int64)
-    pupils = canonical("pupils", {
-        "pupil_id": ids("A", np.arange(roll), 12),
-        "urn": urns.gather(school),
-        "year_group": labels(codes.YEAR_GROUPS, year),
-        "sen_provision": draw(rng, {"N": 0.83, "K": 0.13, "E": 0.04}, roll),
-        "disadvantaged": rng.random(roll) < 0.25,
-        "social_care": draw(rng, {"none": 0.95, "CIN": 0.03, "CPP": 0.01, "CLA": 0.01}, roll),
-        "attendance": np.clip(rng.beta(18, 1.3, roll), 0, 1),
-        "suspensions": rng.poisson(0.1, roll),
-        "family_id": ids("F", np.arange(roll) // 2, 9),
-    })  # fmt: skip
+    pupils = canonical(
+        "pupils",
+        {
+            "pupil_id": ids("A", np.arange(roll), 12),
+            "urn": urns.gather(school),
+            "year_group": labels(codes.YEAR_GROUPS, year),
+            "sen_provision": draw(rng, {"N": 0.83, "K": 0.13, "E": 0.04}, roll),
+            "disadvantaged": rng.random(roll) < 0.25,
+            "social_care": draw(rng, {"none": 0.95, "CIN": 0.03, "CPP": 0.01, "CLA": 0.01}, roll),
+            "attendance": np.clip(rng.beta(18, 1.3, roll), 0, 1),
+            "suspensions": rng.poisson(0.1, roll),
+            "family_id": ids("F", np.arange(roll) // 2, 9),
+        },
+    )
     leaver = rng.choice(roll, exits, replace=False)
     destination = draw(rng, DESTINATION_SHARE, exits)
     days = np.busday_count(WINDOW_START, WINDOW_END)
@@ -124,23 +137,30 @@ def numpy_frames(
     ehe = (destination == "EHE").to_numpy()
     school_move = (destination == "SCHOOL").to_numpy()
     special = np.array(PHASES)[phase[school[leaver]]] == "special"
-    exit_frame = canonical("exits", {
-        "pupil_id": pupils.get_column("pupil_id").gather(leaver),
-        "urn": pupils.get_column("urn").gather(leaver),
-        "exit_date": exit_date,
-        "destination": destination,
-        "address_changed": when(school_move, rng.random(exits) < 0.7),
-        "la_placed": when(special, rng.random(exits) < 0.9),
-        "la_consent": when(special & ehe & (rng.random(exits) < 0.7), rng.random(exits) < 0.85),
-        "la_notified_date": when(rng.random(exits) < 0.95, later(rng, exit_date, 0, 12)),
-        "reason": when(ehe, labels(codes.REASONS, rng.integers(0, len(codes.REASONS), exits))),
-        "returned_date": when(ehe & (rng.random(exits) < 0.15), later(rng, exit_date, 1, 200)),
-        "last_suspension_date": when(rng.random(exits) < 0.12, later(rng, exit_date, -120, 0)),
-    })  # fmt: skip
-    schools_frame = canonical("schools", {
-        "urn": urns, "name": pl.select(pl.concat_str(pl.lit("School "), urns)).to_series(),
-        "phase": labels(list(PHASES), phase),
-    })  # fmt: skip
+    exit_frame = canonical(
+        "exits",
+        {
+            "pupil_id": pupils.get_column("pupil_id").gather(leaver),
+            "urn": pupils.get_column("urn").gather(leaver),
+            "exit_date": exit_date,
+            "destination": destination,
+            "address_changed": when(school_move, rng.random(exits) < 0.7),
+            "la_placed": when(special, rng.random(exits) < 0.9),
+            "la_consent": when(special & ehe & (rng.random(exits) < 0.7), rng.random(exits) < 0.85),
+            "la_notified_date": when(rng.random(exits) < 0.95, later(rng, exit_date, 0, 12)),
+            "reason": when(ehe, labels(codes.REASONS, rng.integers(0, len(codes.REASONS), exits))),
+            "returned_date": when(ehe & (rng.random(exits) < 0.15), later(rng, exit_date, 1, 200)),
+            "last_suspension_date": when(rng.random(exits) < 0.12, later(rng, exit_date, -120, 0)),
+        },
+    )
+    schools_frame = canonical(
+        "schools",
+        {
+            "urn": urns,
+            "name": pl.select(pl.concat_str(pl.lit("School "), urns)).to_series(),
+            "phase": labels(list(PHASES), phase),
+        },
+    )
     return pupils, exit_frame, schools_frame
 
 
@@ -211,10 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         [pl.col("flags").list.contains(code).sum().alias(code) for code in FLAGS]
     ).row(0, named=True)
     print("flags: " + ", ".join(f"{code} {n:,}" for code, n in flagged.items() if n))
-    print("rag:   " + ", ".join(
-        f"{row['rag']} {row['len']:,}" for row in result.group_by("rag").len().sort("rag")
-        .iter_rows(named=True) if row["rag"]
-    ))  # fmt: skip
+    print(
+        "rag:   "
+        + ", ".join(
+            f"{row['rag']} {row['len']:,}"
+            for row in result.group_by("rag").len().sort("rag").iter_rows(named=True)
+            if row["rag"]
+        )
+    )
     best = min(walls)
     load = os.getloadavg()[0]
     cores = os.cpu_count() or 1

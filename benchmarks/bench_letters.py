@@ -78,8 +78,10 @@ def generate(cache: Path, letters: int, schools: int, seed: int) -> None:
     texts.write_parquet(cache / "texts.parquet")
     school_frame.write_parquet(cache / "schools.parquet")
     (cache / "truth.json").write_text(json.dumps(truth))
-    print(f"generated {manifest.height:,} letter files in {written:.0f} s; "
-          f"extracted in {extracted:.0f} s ({manifest.height / extracted:,.0f} letters/s)")  # fmt: skip
+    print(
+        f"generated {manifest.height:,} letter files in {written:.0f} s; "
+        f"extracted in {extracted:.0f} s ({manifest.height / extracted:,.0f} letters/s)"
+    )
 
 
 def detect(cache: Path) -> None:
@@ -100,18 +102,24 @@ def detect(cache: Path) -> None:
         .group_by("kind")
         .agg(letters=pl.len(), school_template=(pl.col("verdict") == "school_template").sum())
     )
-    print(json.dumps({
-        "letters": letters.height,
-        "words_mean": float(result.letters["words"].mean()),
-        "seconds": round(seconds, 1),
-        "peak_rss_mb": round(peak / 1024),
-        "rss_before_mb": round(before / 1024),
-        "clusters": len(result.clusters),
-        "verdicts": dict(result.letters["verdict"].cast(pl.String).value_counts().iter_rows()),
-        "school_template_share_by_kind": {
-            k: round(s / n, 4) for k, n, s in scored.sort("kind").iter_rows()
-        },
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "letters": letters.height,
+                "words_mean": float(result.letters["words"].mean()),
+                "seconds": round(seconds, 1),
+                "peak_rss_mb": round(peak / 1024),
+                "rss_before_mb": round(before / 1024),
+                "clusters": len(result.clusters),
+                "verdicts": dict(
+                    result.letters["verdict"].cast(pl.String).value_counts().iter_rows()
+                ),
+                "school_template_share_by_kind": {
+                    k: round(s / n, 4) for k, n, s in scored.sort("kind").iter_rows()
+                },
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -128,8 +136,19 @@ def main() -> None:
         return
     if not (cache / "texts.parquet").exists():
         generate(cache, args.letters, args.schools, args.seed)
-    command = [sys.executable, __file__, "--detect-only", "--letters", str(args.letters),
-               "--schools", str(args.schools), "--seed", str(args.seed), "--cache", str(args.cache)]  # fmt: skip
+    command = [
+        sys.executable,
+        __file__,
+        "--detect-only",
+        "--letters",
+        str(args.letters),
+        "--schools",
+        str(args.schools),
+        "--seed",
+        str(args.seed),
+        "--cache",
+        str(args.cache),
+    ]
     report = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
     print(json.dumps(report, indent=2))
     ok = report["seconds"] < 120 and report["peak_rss_mb"] < 3 * 1024

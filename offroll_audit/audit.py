@@ -92,8 +92,10 @@ def run_audit(dataset: Dataset, options: AuditOptions) -> AuditResult:
     outcomes = {}
     for outcome, (cells, case_mix) in outcome_cells(at_risk, profile).items():
         if outcome not in covered:
-            warnings.append(f"{OUTCOME_LABEL[outcome]}: the baseline {options.baseline} has no "
-                            "rates for them, so they were not tested")  # fmt: skip
+            warnings.append(
+                f"{OUTCOME_LABEL[outcome]}: the baseline {options.baseline} has no "
+                "rates for them, so they were not tested"
+            )
             continue
         outcomes[outcome] = assess_outcome(cells, outcome, case_mix, window, options)
         if outcomes[outcome].overdispersion.warning:
@@ -104,15 +106,19 @@ def run_audit(dataset: Dataset, options: AuditOptions) -> AuditResult:
     return AuditResult(window, options, schools, exits, outcomes, letters, warnings)
 
 
-def outcome_cells(at_risk: pl.DataFrame, profile: Profile) -> dict[str, tuple[pl.DataFrame, list[str]]]:
+def outcome_cells(
+    at_risk: pl.DataFrame, profile: Profile
+) -> dict[str, tuple[pl.DataFrame, list[str]]]:
     """Case-mix cells for each outcome, aggregated once per population: all pupils for EHE and
     unexplained exits, Year 10 pupils (without year group in the case mix) for Year 10 loss."""
     case_mix = list(profile.statistics.get("case_mix", exp.DEFAULT_CASE_MIX))
     populations = {
         ("ehe", "unexplained"): (at_risk, case_mix),
-        ("y10_loss",): (at_risk.filter(pl.col("year_group") == "10"),
-                        [c for c in case_mix if c != "year_group"]),
-    }  # fmt: skip
+        ("y10_loss",): (
+            at_risk.filter(pl.col("year_group") == "10"),
+            [c for c in case_mix if c != "year_group"],
+        ),
+    }
     cells_by_outcome = {}
     for names, (pupils, mix) in populations.items():
         if pupils.is_empty():
@@ -126,15 +132,20 @@ def outcome_cells(at_risk: pl.DataFrame, profile: Profile) -> dict[str, tuple[pl
     return cells_by_outcome
 
 
-def assess_outcome(cells: pl.DataFrame, outcome: str, case_mix: list[str], window: Window,
-                   options: AuditOptions) -> OutcomeResult:  # fmt: skip
+def assess_outcome(
+    cells: pl.DataFrame, outcome: str, case_mix: list[str], window: Window, options: AuditOptions
+) -> OutcomeResult:
     """Expected counts, then the tests; a local baseline is first refitted without the clear
     outliers so that they do not inflate their own yardstick (see refit_without_outliers)."""
     settings = options.profile.statistics
     model = settings.get("case_mix_model", "main")
     if options.baseline == "local":
-        baseline = exp.Baseline("local", "fitted on this dataset, all schools pooled",
-                                exp.fit_local_rates(cells, case_mix, model), model)  # fmt: skip
+        baseline = exp.Baseline(
+            "local",
+            "fitted on this dataset, all schools pooled",
+            exp.fit_local_rates(cells, case_mix, model),
+            model,
+        )
     else:
         path = exp.baseline_path(options.baseline)
         rates, source = exp.file_rates(path, outcome, cells, case_mix, window)
@@ -142,11 +153,12 @@ def assess_outcome(cells: pl.DataFrame, outcome: str, case_mix: list[str], windo
     if options.baseline == "local" and settings.get("robust_baseline", "refit") == "refit":
         baseline.excluded_urns = refit_without_outliers(cells, baseline, case_mix, model, settings)
         baseline.note = (
-            f"refitted without {len(baseline.excluded_urns)} school(s) whose counts were beyond the "
-            "Poisson 99.9% limit in a first pass, so their exits do not raise the rates they and "
-            "every similar school are judged against"
+            f"refitted without {len(baseline.excluded_urns)} school(s) whose counts were "
+            "beyond the Poisson 99.9% limit in a first pass, so their exits do not raise the "
+            "rates they and every similar school are judged against"
             if baseline.excluded_urns
-            else "no school was beyond the Poisson 99.9% limit in a first pass, so no refit was needed"
+            else "no school was beyond the Poisson 99.9% limit in a first pass, so no refit "
+            "was needed"
         )
     own_rates = None
     if options.baseline == "local" and settings.get("robust_baseline", "refit") == "refit":
@@ -154,8 +166,10 @@ def assess_outcome(cells: pl.DataFrame, outcome: str, case_mix: list[str], windo
         own_rates = exp.leave_one_out_rates(cells, case_mix, model, suspects)  # (rates, variance)
         baseline.left_out_urns = suspects
         if suspects:
-            baseline.note += (f"; {len(suspects)} school(s) above their expected count were each "
-                              "judged against rates fitted without their own pupils (leave one out)")  # fmt: skip
+            baseline.note += (
+                f"; {len(suspects)} school(s) above their expected count were each "
+                "judged against rates fitted without their own pupils (leave one out)"
+            )
     tested, groups, alpha = _expected_and_tests(cells, baseline, case_mix, options, own_rates)
     fpr = None
     if options.method == "funnelplotr":
@@ -163,8 +177,9 @@ def assess_outcome(cells: pl.DataFrame, outcome: str, case_mix: list[str], windo
     return OutcomeResult(outcome, tested, groups, alpha, baseline, fpr)
 
 
-def refit_without_outliers(cells: pl.DataFrame, baseline: exp.Baseline, case_mix: list[str],
-                           model: str, settings: dict) -> list[str]:  # fmt: skip
+def refit_without_outliers(
+    cells: pl.DataFrame, baseline: exp.Baseline, case_mix: list[str], model: str, settings: dict
+) -> list[str]:
     """Refit the local rates without clear outliers until that set stops growing (at most 3
     passes); returns the schools left out.
 
@@ -186,8 +201,13 @@ def refit_without_outliers(cells: pl.DataFrame, baseline: exp.Baseline, case_mix
     return excluded
 
 
-def leave_one_out_candidates(cells: pl.DataFrame, baseline: exp.Baseline, case_mix: list[str],
-                             p_below: float = 0.05, limit: int = 3000) -> list[str]:  # fmt: skip
+def leave_one_out_candidates(
+    cells: pl.DataFrame,
+    baseline: exp.Baseline,
+    case_mix: list[str],
+    p_below: float = 0.05,
+    limit: int = 3000,
+) -> list[str]:
     """Schools whose count is above their pooled expectation (Poisson p < 0.05): the ones whose
     own exits could have raised their yardstick enough to matter. Capped (smallest p first)
     so national runs stay fast; schools already left out of the fit need no second look."""
@@ -199,9 +219,13 @@ def leave_one_out_candidates(cells: pl.DataFrame, baseline: exp.Baseline, case_m
     return suspects.sort("p", "urn").head(limit).get_column("urn").sort().to_list()
 
 
-def _expected_and_tests(cells: pl.DataFrame, baseline: exp.Baseline, case_mix: list[str],
-                        options: AuditOptions,
-                        own_rates: tuple[pl.DataFrame, pl.DataFrame] | None = None):  # fmt: skip
+def _expected_and_tests(
+    cells: pl.DataFrame,
+    baseline: exp.Baseline,
+    case_mix: list[str],
+    options: AuditOptions,
+    own_rates: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+):
     """Expected counts (leave-one-out where given, with their variance) and the tests."""
     rates, variance = own_rates if own_rates is not None else (None, None)
     with_expected = exp.expected_by_cell(cells, baseline.rates, case_mix, rates)
@@ -212,13 +236,22 @@ def _expected_and_tests(cells: pl.DataFrame, baseline: exp.Baseline, case_mix: l
     return tested, exp.group_breakdown(with_expected), alpha
 
 
-def school_table(dataset: Dataset, pupils: pl.DataFrame, exits: pl.DataFrame,
-                 outcomes: dict[str, OutcomeResult], letters) -> pl.DataFrame:  # fmt: skip
+def school_table(
+    dataset: Dataset,
+    pupils: pl.DataFrame,
+    exits: pl.DataFrame,
+    outcomes: dict[str, OutcomeResult],
+    letters,
+) -> pl.DataFrame:
     """One flat row per school on roll: identity, each outcome's statistics, flags, letters."""
-    roll = pupils.group_by("urn").agg(pl.len().alias("pupils"),
-                                      (pl.col("year_group") == "10").sum().alias("y10_pupils"))  # fmt: skip
-    frame = roll.join(dataset.schools.select("urn", "name", "phase", "type", "trust", "la_code"),
-                      on="urn", how="left")  # fmt: skip
+    roll = pupils.group_by("urn").agg(
+        pl.len().alias("pupils"), (pl.col("year_group") == "10").sum().alias("y10_pupils")
+    )
+    frame = roll.join(
+        dataset.schools.select("urn", "name", "phase", "type", "trust", "la_code"),
+        on="urn",
+        how="left",
+    )
     for outcome, result in outcomes.items():
         columns = result.schools.drop("pupils", "pupil_years", strict=False)
         columns = columns.rename({c: f"{outcome}_{c}" for c in columns.columns if c != "urn"})

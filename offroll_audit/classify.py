@@ -52,9 +52,14 @@ FLAG_TEXT = {
 FLAGS = list(FLAG_TEXT)
 
 PUPIL_FIELDS = [
-    "year_group", "sen_provision", "disadvantaged", "social_care", "sen_need",
-    "attendance", "suspensions",
-]  # fmt: skip
+    "year_group",
+    "sen_provision",
+    "disadvantaged",
+    "social_care",
+    "sen_need",
+    "attendance",
+    "suspensions",
+]
 KEYS = ["pupil_id", "urn"]
 NO_CODES = pl.List(pl.String())
 
@@ -72,8 +77,9 @@ def attach_pupils(exits: pl.DataFrame, pupils: pl.DataFrame) -> pl.DataFrame:
     wanted = exits.get_column("pupil_id").hash(seed=0).unique().implode()
     fields = fields.filter(pl.col("pupil_id").hash(seed=0).is_in(wanted))
     key = pl.struct(KEYS).hash(seed=0).alias("_key")
-    right = fields.select(key, pl.col("pupil_id").alias("_pid"), pl.col("urn").alias("_urn"),
-                          pl.exclude(KEYS))  # fmt: skip
+    right = fields.select(
+        key, pl.col("pupil_id").alias("_pid"), pl.col("urn").alias("_urn"), pl.exclude(KEYS)
+    )
     joined = exits.with_columns(key).join(right, on="_key", how="left", maintain_order="left")
     same = ((pl.col("_pid") == pl.col("pupil_id")) & (pl.col("_urn") == pl.col("urn"))).or_(
         pl.col("_pid").is_null()
@@ -310,23 +316,29 @@ def _rag_factors(flags: dict[str, Any]) -> dict[str, tuple[pl.Expr, str]]:
     sen = pl.col("sen_provision").cast(pl.String)
     has_flag = pl.col("flags").list.contains
     return {
-        "social_care_cpp_or_cla": (social_care.is_in(["CPP", "CLA"]),
-                                   "on a child protection plan or looked after"),
+        "social_care_cpp_or_cla": (
+            social_care.is_in(["CPP", "CLA"]),
+            "on a child protection plan or looked after",
+        ),
         "social_care_cin": (social_care == "CIN", "a child in need"),
         "ehc_plan": (sen == "E", "has an EHC plan"),
         "sen_support": (sen == "K", "on SEN support"),
         "severe_absence": (pl.col("attendance") < severe, "severely absent"),
-        "persistent_absence": (pl.col("attendance").is_between(severe, persistent, closed="left"),
-                               "persistently absent"),
+        "persistent_absence": (
+            pl.col("attendance").is_between(severe, persistent, closed="left"),
+            "persistently absent",
+        ),
         "repeated_suspensions": (pl.col("suspensions") >= 2, "suspended two or more times"),
         "disadvantaged": (pl.col("disadvantaged"), "disadvantaged"),
         "previous_ehe": (pl.col("_first_ehe") < pl.col("exit_date"), "home educated before"),
-        "school_pressure_reason": (has_flag("SCHOOL_PRESSURE_REASON"),
-                                   "reason points at the school"),
+        "school_pressure_reason": (
+            has_flag("SCHOOL_PRESSURE_REASON"),
+            "reason points at the school",
+        ),
         "after_suspension": (has_flag("AFTER_SUSPENSION"), "left soon after a suspension"),
         "cme_unknown": (pl.col("destination").cast(pl.String) == "CME", "whereabouts unknown"),
         "templated_letter": (has_flag("TEMPLATED_LETTER"), "letter matches a school template"),
-    }  # fmt: skip
+    }
 
 
 def add_rag(frame: pl.DataFrame, profile: Profile) -> pl.DataFrame:
@@ -342,8 +354,11 @@ def add_rag(frame: pl.DataFrame, profile: Profile) -> pl.DataFrame:
     rag = profile.rag
     points = rag.get("points", {})
     red_from, amber_from = rag.get("red_from", 4), rag.get("amber_from", 2)
-    used = [(points[key], cond, text) for key, (cond, text) in _rag_factors(profile.flags).items()
-            if points.get(key, 0)]  # fmt: skip
+    used = [
+        (points[key], cond, text)
+        for key, (cond, text) in _rag_factors(profile.flags).items()
+        if points.get(key, 0)
+    ]
     breach = pl.col("flags").list.contains("SPECIAL_NO_CONSENT")
     rated = pl.col("destination").cast(pl.String).is_in(["EHE", "CME"]).fill_null(False)
     frame = frame.drop("rag_score", "rag_why", "rag", strict=False).with_row_index("_row")
@@ -360,13 +375,18 @@ def add_rag(frame: pl.DataFrame, profile: Profile) -> pl.DataFrame:
         sentence = _rag_sentence([used[i][2] for i in present], breach=is_breach)
         ratings[mask] = (score, sentence, level)
     integral = all(isinstance(p, int) for p, _, _ in used)
-    dtypes = {"rag_score": pl.Int32() if integral else pl.Float64(), "rag_why": pl.String(),
-              "rag": pl.String()}  # fmt: skip
+    dtypes = {
+        "rag_score": pl.Int32() if integral else pl.Float64(),
+        "rag_why": pl.String(),
+        "rag": pl.String(),
+    }
     rated_columns = pl.DataFrame(
         [subset.get_column("_row")]
-        + [_replace_codes(masks, {m: r[i] for m, r in ratings.items()}, dtype).alias(name)
-           for i, (name, dtype) in enumerate(dtypes.items())]
-    )  # fmt: skip
+        + [
+            _replace_codes(masks, {m: r[i] for m, r in ratings.items()}, dtype).alias(name)
+            for i, (name, dtype) in enumerate(dtypes.items())
+        ]
+    )
     return frame.join(rated_columns, on="_row", how="left", maintain_order="left").drop("_row")
 
 

@@ -36,10 +36,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _options(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Show the version and exit."),
-    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an internal error."),
-) -> None:  # fmt: skip
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the full traceback of an internal error."
+    ),
+) -> None:
     """Find schools whose exits to home education their intake does not explain."""
     STATE["debug"] = debug
 

@@ -14,20 +14,58 @@ YEAR_NUMBER = {"N1": -2, "N2": -1, "R": 0, **{str(y): y for y in range(1, 15)}}
 
 SEN_PROVISION = ["N", "K", "E"]
 SOCIAL_CARE = ["none", "CIN", "CPP", "CLA"]
-SEN_NEED = ["SPLD", "MLD", "SLD", "PMLD", "SEMH", "SLCN", "HI", "VI", "MSI", "PD", "ASD", "OTH", "NSA"]
+SEN_NEED = [
+    "SPLD",
+    "MLD",
+    "SLD",
+    "PMLD",
+    "SEMH",
+    "SLCN",
+    "HI",
+    "VI",
+    "MSI",
+    "PD",
+    "ASD",
+    "OTH",
+    "NSA",
+]
 ENROLMENT_STATUS = ["C", "M", "S"]
 
 DESTINATIONS = [
-    "EHE", "SCHOOL", "SPECIAL", "AP", "INDEPENDENT", "MOVED_AWAY", "EMIGRATED", "CME",
-    "PERM_EXCLUSION", "CUSTODY", "DECEASED", "END_OF_EDUCATION", "DUAL_ENDED", "OTHER",
-]  # fmt: skip
+    "EHE",
+    "SCHOOL",
+    "SPECIAL",
+    "AP",
+    "INDEPENDENT",
+    "MOVED_AWAY",
+    "EMIGRATED",
+    "CME",
+    "PERM_EXCLUSION",
+    "CUSTODY",
+    "DECEASED",
+    "END_OF_EDUCATION",
+    "DUAL_ENDED",
+    "OTHER",
+]
 
 REASONS = [
-    "SCHOOL_PLACE", "PREFERENCE_NOT_MET", "DISSATISFIED_SEND", "DISSATISFIED_BULLYING",
-    "DISSATISFIED_GENERAL", "HEALTH_PHYSICAL", "HEALTH_MENTAL", "LIFESTYLE", "PHILOSOPHICAL",
-    "RELIGIOUS", "PERM_EXCLUSION", "RISK_OF_EXCLUSION", "SCHOOL_PRESSURE", "OTHER",
-    "NONE_GIVEN", "UNKNOWN",
-]  # fmt: skip
+    "SCHOOL_PLACE",
+    "PREFERENCE_NOT_MET",
+    "DISSATISFIED_SEND",
+    "DISSATISFIED_BULLYING",
+    "DISSATISFIED_GENERAL",
+    "HEALTH_PHYSICAL",
+    "HEALTH_MENTAL",
+    "LIFESTYLE",
+    "PHILOSOPHICAL",
+    "RELIGIOUS",
+    "PERM_EXCLUSION",
+    "RISK_OF_EXCLUSION",
+    "SCHOOL_PRESSURE",
+    "OTHER",
+    "NONE_GIVEN",
+    "UNKNOWN",
+]
 
 PHASES = ["primary", "secondary", "all-through", "special", "ap", "nursery", "16plus"]
 SCHOOL_TYPES = ["academy", "maintained", "free", "independent", "other"]
@@ -46,10 +84,24 @@ GROUND_DESTINATION = {
 
 # Key stage of each year group, for the pack's breakdown.
 KEY_STAGE = {
-    "N1": "EY", "N2": "EY", "R": "EY", "1": "KS1", "2": "KS1",
-    "3": "KS2", "4": "KS2", "5": "KS2", "6": "KS2", "7": "KS3", "8": "KS3", "9": "KS3",
-    "10": "KS4", "11": "KS4", "12": "KS5", "13": "KS5", "14": "KS5",
-}  # fmt: skip
+    "N1": "EY",
+    "N2": "EY",
+    "R": "EY",
+    "1": "KS1",
+    "2": "KS1",
+    "3": "KS2",
+    "4": "KS2",
+    "5": "KS2",
+    "6": "KS2",
+    "7": "KS3",
+    "8": "KS3",
+    "9": "KS3",
+    "10": "KS4",
+    "11": "KS4",
+    "12": "KS5",
+    "13": "KS5",
+    "14": "KS5",
+}
 KEY_STAGES = ["EY", "KS1", "KS2", "KS3", "KS4", "KS5"]
 
 YearGroup = pl.Enum(YEAR_GROUPS)

@@ -43,8 +43,9 @@ class Baseline:
 # --------------------------------------------------------------------------- pupils at risk
 
 
-def pupils_at_risk(pupils: pl.DataFrame, exits: pl.DataFrame, window: Window,
-                   outcomes: dict[str, pl.Expr]) -> pl.DataFrame:  # fmt: skip
+def pupils_at_risk(
+    pupils: pl.DataFrame, exits: pl.DataFrame, window: Window, outcomes: dict[str, pl.Expr]
+) -> pl.DataFrame:
     """One row per pupil per school with exposure and a 0/1 column per outcome.
 
     `outcomes` maps an outcome name to a filter on the classified exits frame;
@@ -64,8 +65,12 @@ def pupils_at_risk(pupils: pl.DataFrame, exits: pl.DataFrame, window: Window,
     )
     frame = pupils.join(hits, on=["pupil_id", "urn"], how="left")
     start = pl.max_horizontal(pl.col("on_roll_from").fill_null(window.start), pl.lit(window.start))
-    stop = pl.when(pl.col("_left").fill_null(False)).then(pl.lit(window.end)).otherwise(
-        pl.min_horizontal(pl.col("on_roll_to").fill_null(window.end), pl.lit(window.end))
+    stop = (
+        pl.when(pl.col("_left").fill_null(False))
+        .then(pl.lit(window.end))
+        .otherwise(
+            pl.min_horizontal(pl.col("on_roll_to").fill_null(window.end), pl.lit(window.end))
+        )
     )
     days = ((stop - start).dt.total_days() + 1).clip(lower_bound=0)
     return (
@@ -94,7 +99,9 @@ def pattern_key(schema: pl.Schema, case_mix: list[str]) -> pl.Expr:
     return key
 
 
-def aggregate_cells(at_risk: pl.DataFrame, outcomes: list[str], case_mix: list[str]) -> pl.DataFrame:
+def aggregate_cells(
+    at_risk: pl.DataFrame, outcomes: list[str], case_mix: list[str]
+) -> pl.DataFrame:
     """Case-mix cells per school: trials (pupil exposure), pupils, `events_<outcome>` for each
     outcome, the pattern key, and key stage.
 
@@ -127,15 +134,21 @@ def aggregate_cells(at_risk: pl.DataFrame, outcomes: list[str], case_mix: list[s
 
 
 def key_stage_expr() -> pl.Expr:
-    return pl.col("year_group").cast(pl.String).replace_strict(codes.KEY_STAGE).cast(codes.KeyStage).alias(
-        "key_stage"
+    return (
+        pl.col("year_group")
+        .cast(pl.String)
+        .replace_strict(codes.KEY_STAGE)
+        .cast(codes.KeyStage)
+        .alias("key_stage")
     )
 
 
 # --------------------------------------------------------------------------- local baseline
 
 
-def design_matrix(cells: pl.DataFrame, case_mix: list[str], model: str) -> tuple[np.ndarray, list[str]]:
+def design_matrix(
+    cells: pl.DataFrame, case_mix: list[str], model: str
+) -> tuple[np.ndarray, list[str]]:
     """Intercept + treatment-coded dummies (reference = first level present)."""
     columns: list[np.ndarray] = [np.ones(cells.height)]
     names = ["intercept"]
@@ -148,8 +161,12 @@ def design_matrix(cells: pl.DataFrame, case_mix: list[str], model: str) -> tuple
             names.append(name)
             columns.append(column)
     if model == "interactions":
-        pairs = [(a, b) for i, a in enumerate(INTERACTING) for b in INTERACTING[i + 1 :]
-                 if a in case_mix and b in case_mix]  # fmt: skip
+        pairs = [
+            (a, b)
+            for i, a in enumerate(INTERACTING)
+            for b in INTERACTING[i + 1 :]
+            if a in case_mix and b in case_mix
+        ]
         for a, b in pairs:
             for name_a, col_a in dummies[a]:
                 for name_b, col_b in dummies[b]:
@@ -161,14 +178,19 @@ def design_matrix(cells: pl.DataFrame, case_mix: list[str], model: str) -> tuple
 
 
 def _level_order(factor: str):
-    orders = {"sen_provision": codes.SEN_PROVISION, "social_care": codes.SOCIAL_CARE,
-              "year_group": codes.YEAR_GROUPS, "disadvantaged": ["false", "true"]}  # fmt: skip
+    orders = {
+        "sen_provision": codes.SEN_PROVISION,
+        "social_care": codes.SOCIAL_CARE,
+        "year_group": codes.YEAR_GROUPS,
+        "disadvantaged": ["false", "true"],
+    }
     order = orders.get(factor)
     return (lambda v: order.index(v) if v in order else len(order)) if order else (lambda v: v)
 
 
-def fit_local_rates(cells: pl.DataFrame, case_mix: list[str], model: str = "main",
-                    exclude: list[str] | None = None) -> pl.DataFrame:  # fmt: skip
+def fit_local_rates(
+    cells: pl.DataFrame, case_mix: list[str], model: str = "main", exclude: list[str] | None = None
+) -> pl.DataFrame:
     """Pooled rate for every case-mix pattern in `cells`, from a binomial-logit GLM fitted on the
     aggregated cells of the schools not in `exclude`.
 
@@ -181,12 +203,16 @@ def fit_local_rates(cells: pl.DataFrame, case_mix: list[str], model: str = "main
     excluded = exclude or []
     fitted = cells.filter(~pl.col("urn").is_in(excluded)) if excluded else cells
     patterns = (
-        cells.select(case_mix).unique()
-        .join(fitted.group_by(case_mix).agg(pl.col("trials").sum(), pl.col("events").sum()),
-              on=case_mix, how="left")
+        cells.select(case_mix)
+        .unique()
+        .join(
+            fitted.group_by(case_mix).agg(pl.col("trials").sum(), pl.col("events").sum()),
+            on=case_mix,
+            how="left",
+        )
         .with_columns(pl.col("trials").fill_null(0.0), pl.col("events").fill_null(0))
         .sort(case_mix)
-    )  # fmt: skip
+    )
     trials = patterns.get_column("trials").to_numpy()
     events = patterns.get_column("events").to_numpy().astype(float)
     if model == "saturated" or events.sum() == 0:
@@ -204,14 +230,19 @@ def fit_local_rates(cells: pl.DataFrame, case_mix: list[str], model: str = "main
     estimable = (exog[seen] != 0).any(axis=0)  # a dummy with no fitted pupils stays at 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # separation (a level with no events) is handled below
-        fit = GLM(events[seen] / trials[seen], exog[seen][:, estimable], family=families.Binomial(),
-                  var_weights=trials[seen]).fit(method="newton", maxiter=100, tol=1e-12)  # fmt: skip
+        fit = GLM(
+            events[seen] / trials[seen],
+            exog[seen][:, estimable],
+            family=families.Binomial(),
+            var_weights=trials[seen],
+        ).fit(method="newton", maxiter=100, tol=1e-12)
     rate = np.clip(fit.predict(exog[:, estimable]), 0.0, 1.0)
     return patterns.select(case_mix).with_columns(pl.Series("rate", rate))
 
 
-def leave_one_out_rates(cells: pl.DataFrame, case_mix: list[str], model: str,
-                        urns: list[str], iterations: int = 8) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
+def leave_one_out_rates(
+    cells: pl.DataFrame, case_mix: list[str], model: str, urns: list[str], iterations: int = 5
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """For each given school, the rates of its own case-mix patterns fitted without its pupils.
 
     A school that loses many vulnerable pupils raises the pooled rates for exactly those
@@ -227,9 +258,13 @@ def leave_one_out_rates(cells: pl.DataFrame, case_mix: list[str], model: str,
     no_variance = pl.DataFrame(schema={"urn": pl.String, "expected_variance": pl.Float64})
     if not urns:
         return empty, no_variance
-    patterns = cells.group_by("pattern", *case_mix).agg(pl.col("trials").sum(), pl.col("events").sum())
+    patterns = cells.group_by("pattern", *case_mix).agg(
+        pl.col("trials").sum(), pl.col("events").sum()
+    )
     patterns = patterns.sort("pattern").with_row_index("p")
-    own = cells.filter(pl.col("urn").is_in(urns)).join(patterns.select("pattern", "p"), on="pattern")
+    own = cells.filter(pl.col("urn").is_in(urns)).join(
+        patterns.select("pattern", "p"), on="pattern"
+    )
     schools = own.get_column("urn").unique().sort()
     s = own.get_column("urn").cast(pl.Enum(schools)).to_physical().to_numpy()
     p = own.get_column("p").to_numpy()
@@ -247,14 +282,18 @@ def leave_one_out_rates(cells: pl.DataFrame, case_mix: list[str], model: str,
         exog, _ = design_matrix(patterns, case_mix, model)
         rates, variance = _logit_newton_batch(exog, trials, events, iterations, n)
     frame = pl.DataFrame(
-        {"urn": schools.gather(s), "pattern": patterns.get_column("pattern").gather(p),
-         "rate": np.clip(rates[s, p], 0.0, 1.0)}  # fmt: skip
+        {
+            "urn": schools.gather(s),
+            "pattern": patterns.get_column("pattern").gather(p),
+            "rate": np.clip(rates[s, p], 0.0, 1.0),
+        }
     )
     return frame, pl.DataFrame({"urn": schools, "expected_variance": variance})
 
 
-def _logit_newton_batch(exog: np.ndarray, trials: np.ndarray, events: np.ndarray,
-                        iterations: int, own: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _logit_newton_batch(
+    exog: np.ndarray, trials: np.ndarray, events: np.ndarray, iterations: int, own: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Binomial-logit fits of one design to many (trials, events) rows at once: the fitted
     rates, and the delta-method variance of sum(own x rate) for each row (a school's E).
 
@@ -298,7 +337,9 @@ def baseline_path(name_or_file: str) -> Path:
     if named.is_file():
         return named
     known = ", ".join(sorted(p.stem for p in (THRESHOLDS / "baselines").glob("*.toml")))
-    raise UsageError(f"--baseline {name_or_file!r}: use local, a baseline name ({known}) or a .toml file")
+    raise UsageError(
+        f"--baseline {name_or_file!r}: use local, a baseline name ({known}) or a .toml file"
+    )
 
 
 def baseline_outcomes(path: Path) -> set[str]:
@@ -310,8 +351,9 @@ def baseline_outcomes(path: Path) -> set[str]:
         raise UsageError(f"baseline {path}: not a readable baseline file ({error})") from None
 
 
-def file_rates(path: Path, outcome: str, cells: pl.DataFrame, case_mix: list[str],
-               window: Window) -> tuple[pl.DataFrame, str]:  # fmt: skip
+def file_rates(
+    path: Path, outcome: str, cells: pl.DataFrame, case_mix: list[str], window: Window
+) -> tuple[pl.DataFrame, str]:
     """Rates per case-mix pattern from a published-figures baseline file.
 
     rate = annual_rate x product of relative risks x window days / 365, with the
@@ -325,7 +367,10 @@ def file_rates(path: Path, outcome: str, cells: pl.DataFrame, case_mix: list[str
     patterns = cells.group_by(case_mix).agg(pl.col("trials").sum()).sort(case_mix)
     relative = pl.lit(1.0)
     for factor in case_mix:
-        risks = {str(k).lower(): float(v) for k, v in outcome_spec.get("relative_risk", {}).get(factor, {}).items()}
+        risks = {
+            str(k).lower(): float(v)
+            for k, v in outcome_spec.get("relative_risk", {}).get(factor, {}).items()
+        }
         if risks:
             level = pl.col(factor).cast(pl.String).str.to_lowercase()
             relative = relative * level.replace_strict(risks, default=1.0, return_dtype=pl.Float64)
@@ -338,27 +383,42 @@ def file_rates(path: Path, outcome: str, cells: pl.DataFrame, case_mix: list[str
 # --------------------------------------------------------------------------- expected counts
 
 
-def expected_by_cell(cells: pl.DataFrame, rates: pl.DataFrame, case_mix: list[str],
-                     own_rates: pl.DataFrame | None = None) -> pl.DataFrame:  # fmt: skip
+def expected_by_cell(
+    cells: pl.DataFrame,
+    rates: pl.DataFrame,
+    case_mix: list[str],
+    own_rates: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """Each school-cell with its expected count trials x rate; `own_rates` (urn, pattern, rate:
     a school's leave-one-out rates) take precedence over the pooled ones."""
     lookup = rates.select(pattern_key(rates.schema, case_mix).alias("pattern"), "rate")
     joined = cells.join(lookup, on="pattern", how="left", maintain_order="left")
     if own_rates is not None and own_rates.height:
-        joined = joined.join(own_rates.rename({"rate": "_own"}), on=["urn", "pattern"], how="left",
-                             maintain_order="left").with_columns(
-            pl.coalesce("_own", "rate").alias("rate")).drop("_own")  # fmt: skip
+        joined = (
+            joined.join(
+                own_rates.rename({"rate": "_own"}),
+                on=["urn", "pattern"],
+                how="left",
+                maintain_order="left",
+            )
+            .with_columns(pl.coalesce("_own", "rate").alias("rate"))
+            .drop("_own")
+        )
     return joined.with_columns((pl.col("trials") * pl.col("rate").fill_null(0.0)).alias("expected"))
 
 
 def school_totals(cells_expected: pl.DataFrame) -> pl.DataFrame:
     """Observed, expected and pupils per school."""
-    return cells_expected.group_by("urn").agg(
-        pl.col("events").sum().alias("observed"),
-        pl.col("expected").sum().alias("expected"),
-        pl.col("pupils").sum().alias("pupils"),
-        pl.col("trials").sum().alias("pupil_years"),
-    ).sort("urn")
+    return (
+        cells_expected.group_by("urn")
+        .agg(
+            pl.col("events").sum().alias("observed"),
+            pl.col("expected").sum().alias("expected"),
+            pl.col("pupils").sum().alias("pupils"),
+            pl.col("trials").sum().alias("pupil_years"),
+        )
+        .sort("urn")
+    )
 
 
 def group_breakdown(cells_expected: pl.DataFrame, groupings: list[str] = GROUPINGS) -> pl.DataFrame:
@@ -375,8 +435,11 @@ def group_breakdown(cells_expected: pl.DataFrame, groupings: list[str] = GROUPIN
                 "urn",
                 pl.lit(grouping).alias("grouping"),
                 pl.col(grouping).cast(pl.String).str.to_lowercase().alias("level")
-                if grouping == "disadvantaged" else pl.col(grouping).cast(pl.String).alias("level"),
-                "observed", "expected", "pupils",
-            )  # fmt: skip
+                if grouping == "disadvantaged"
+                else pl.col(grouping).cast(pl.String).alias("level"),
+                "observed",
+                "expected",
+                "pupils",
+            )
         )
     return pl.concat(parts).sort("urn", "grouping", "level")

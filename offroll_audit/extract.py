@@ -287,8 +287,19 @@ def _pdf(data: bytes) -> tuple[str, dict[str, str]]:
         }
     except Unreadable:
         raise
-    except (PdfReadError, PyPdfError, ValueError, KeyError, TypeError, AttributeError,
-            IndexError, OSError, RecursionError, ZeroDivisionError, AssertionError):  # fmt: skip
+    except (
+        PdfReadError,
+        PyPdfError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        OSError,
+        RecursionError,
+        ZeroDivisionError,
+        AssertionError,
+    ):
         raise Unreadable("is not a readable PDF (corrupt)") from None
     return "\n".join(pages), metadata
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -47,33 +48,159 @@ METADATA_FIELDS = ("author", "last_modified_by", "company", "template", "rsid_ro
 SHARED_METADATA_FIELDS = ("author", "last_modified_by", "company", "template", "rsid_root")
 # Values Word and PDF tools write for everyone: sharing them says nothing.
 GENERIC_METADATA = {
-    "", "user", "owner", "admin", "administrator", "hp", "dell", "lenovo", "windows user",
-    "microsoft office user", "normal", "normal.dot", "normal.dotm", "normal.dotx", "unknown",
-}  # fmt: skip
+    "",
+    "user",
+    "owner",
+    "admin",
+    "administrator",
+    "hp",
+    "dell",
+    "lenovo",
+    "windows user",
+    "microsoft office user",
+    "normal",
+    "normal.dot",
+    "normal.dotm",
+    "normal.dotx",
+    "unknown",
+}
 SCHOOL_VOICE = (
-    "following our meeting", "following our recent meeting", "following the meeting",
-    "at our meeting", "in our meeting", "as discussed", "as we discussed", "as agreed",
-    "we have agreed", "i have agreed with the school", "the school is no longer responsible",
-    "school will no longer be responsible", "no longer responsible for",
-    "i understand that the school", "i understand the school", "i have been advised",
+    "following our meeting",
+    "following our recent meeting",
+    "following the meeting",
+    "at our meeting",
+    "in our meeting",
+    "as discussed",
+    "as we discussed",
+    "as agreed",
+    "we have agreed",
+    "i have agreed with the school",
+    "the school is no longer responsible",
+    "school will no longer be responsible",
+    "no longer responsible for",
+    "i understand that the school",
+    "i understand the school",
+    "i have been advised",
     "i have been informed by the school",
-    "the school has explained", "the school has advised", "i confirm that i have been",
-    "i accept that", "managed move", "in the best interests of the school",
-)  # fmt: skip
+    "the school has explained",
+    "the school has advised",
+    "i confirm that i have been",
+    "i accept that",
+    "managed move",
+    "in the best interests of the school",
+)
 
 # Words that start sentences in letters; never taken for names there.
 COMMON_WORDS = (
-    "a", "after", "all", "also", "although", "an", "and", "any", "are", "as", "at", "because",
-    "before", "being", "best", "but", "by", "can", "could", "dear", "due", "during", "each",
-    "every", "following", "for", "from", "further", "given", "going", "good", "had", "has",
-    "have", "he", "hello", "her", "here", "hi", "his", "how", "i", "if", "in", "is", "it", "its",
-    "just", "kind", "many", "may", "most", "my", "no", "not", "now", "of", "on", "once", "or",
-    "our", "please", "re", "regards", "she", "since", "so", "some", "sincerely", "that", "the",
-    "their", "then", "there", "these", "they", "this", "those", "to", "unfortunately", "until",
-    "we", "what", "when", "where", "whilst", "while", "who", "why", "will", "with", "would",
-    "yes", "yours", "you", "your", "faithfully", "thank", "thanks", "signed", "signature",
-    "name", "date", "address", "dob", "parent", "carer", "child",
-)  # fmt: skip
+    "a",
+    "after",
+    "all",
+    "also",
+    "although",
+    "an",
+    "and",
+    "any",
+    "are",
+    "as",
+    "at",
+    "because",
+    "before",
+    "being",
+    "best",
+    "but",
+    "by",
+    "can",
+    "could",
+    "dear",
+    "due",
+    "during",
+    "each",
+    "every",
+    "following",
+    "for",
+    "from",
+    "further",
+    "given",
+    "going",
+    "good",
+    "had",
+    "has",
+    "have",
+    "he",
+    "hello",
+    "her",
+    "here",
+    "hi",
+    "his",
+    "how",
+    "i",
+    "if",
+    "in",
+    "is",
+    "it",
+    "its",
+    "just",
+    "kind",
+    "many",
+    "may",
+    "most",
+    "my",
+    "no",
+    "not",
+    "now",
+    "of",
+    "on",
+    "once",
+    "or",
+    "our",
+    "please",
+    "re",
+    "regards",
+    "she",
+    "since",
+    "so",
+    "some",
+    "sincerely",
+    "that",
+    "the",
+    "their",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "those",
+    "to",
+    "unfortunately",
+    "until",
+    "we",
+    "what",
+    "when",
+    "where",
+    "whilst",
+    "while",
+    "who",
+    "why",
+    "will",
+    "with",
+    "would",
+    "yes",
+    "yours",
+    "you",
+    "your",
+    "faithfully",
+    "thank",
+    "thanks",
+    "signed",
+    "signature",
+    "name",
+    "date",
+    "address",
+    "dob",
+    "parent",
+    "carer",
+    "child",
+)
 _MONTH = (
     r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
     r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
@@ -263,12 +390,16 @@ def _token_frame(
         & (~pl.col("starts") | ~lower.is_in(ordinary.implode()))
     )
     token = (
-        pl.when(core == "<date>").then(pl.lit("<date>"))
-        .when(core.str.contains(UPN_TOKEN)).then(pl.lit("<upn>"))
-        .when(core.str.contains(r"\d")).then(pl.lit("<num>"))
-        .when(name).then(pl.lit("<name>"))
+        pl.when(core == "<date>")
+        .then(pl.lit("<date>"))
+        .when(core.str.contains(UPN_TOKEN))
+        .then(pl.lit("<upn>"))
+        .when(core.str.contains(r"\d"))
+        .then(pl.lit("<num>"))
+        .when(name)
+        .then(pl.lit("<name>"))
         .otherwise(lower)
-    )  # fmt: skip
+    )
     frame = frame.with_columns(token=token)
     if not shown:
         return frame.select("idx", "token")
@@ -687,8 +818,10 @@ def _metadata_field(frame: pl.DataFrame, name: str) -> pl.Expr:
 def _school_units(schools: pl.DataFrame) -> pl.DataFrame:
     """urn -> unit (the trust if the school has one, else the school) and its name."""
     columns = {"urn": pl.String, "name": pl.String, "trust": pl.String}
-    present = [pl.col(c).cast(t) if c in schools.columns else pl.lit(None, t).alias(c)
-               for c, t in columns.items()]  # fmt: skip
+    present = [
+        pl.col(c).cast(t) if c in schools.columns else pl.lit(None, t).alias(c)
+        for c, t in columns.items()
+    ]
     return (
         schools.select(present)
         .unique("urn", keep="first")
@@ -744,11 +877,14 @@ def _verdicts(members: pl.DataFrame, settings: LetterSettings) -> pl.DataFrame:
     )
     share = pl.col("main_families") / pl.col("families")
     verdict = (
-        pl.when(pl.col("units") == 1).then(pl.lit("school_template"))
-        .when(pl.col("units") >= settings.public_min_units).then(pl.lit("shared_public_template"))
-        .when(share >= settings.dominant_share).then(pl.lit("school_template"))
+        pl.when(pl.col("units") == 1)
+        .then(pl.lit("school_template"))
+        .when(pl.col("units") >= settings.public_min_units)
+        .then(pl.lit("shared_public_template"))
+        .when(share >= settings.dominant_share)
+        .then(pl.lit("school_template"))
         .otherwise(pl.lit("shared_public_template"))
-    )  # fmt: skip
+    )
     return (
         spread.filter(pl.col("families") >= max(settings.min_families, 2))
         .join(units, on="root")
@@ -839,8 +975,14 @@ def _shared_passages(
     return [_passage(shown[runs[k][0] : runs[k][1]]) for k in ranked[: settings.passages]]
 
 
-def _excerpts(medoid: int, others: list[int], group: pl.DataFrame, texts: pl.Series,
-              settings: LetterSettings, limit: int = 160) -> list[dict]:  # fmt: skip
+def _excerpts(
+    medoid: int,
+    others: list[int],
+    group: pl.DataFrame,
+    texts: pl.Series,
+    settings: LetterSettings,
+    limit: int = 160,
+) -> list[dict]:
     """The opening of the medoid and up to two other families' letters, side by side, as
     segments marked `shared` where a run of words also appears in another of them. Names,
     dates and numbers stay masked unless every other excerpt has the same word."""
@@ -864,8 +1006,11 @@ def _excerpts(medoid: int, others: list[int], group: pl.DataFrame, texts: pl.Ser
         cut = min(limit, len(shown))
         edges = np.flatnonzero(np.diff(shared[:cut].astype(np.int8))) + 1
         bounds = [0, *edges.tolist(), cut]
-        segments = [{"text": " ".join(shown[a:b]), "shared": bool(shared[a])}
-                    for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]  # fmt: skip
+        segments = [
+            {"text": " ".join(shown[a:b]), "shared": bool(shared[a])}
+            for a, b in itertools.pairwise(bounds)
+            if b > a
+        ]
         if cut < len(shown):
             segments.append({"text": "...", "shared": False})
         excerpts.append({"letter_id": ids.get(row), "segments": segments})
@@ -970,33 +1115,52 @@ def _signals(group: pl.DataFrame, main_urn: str, settings: LetterSettings) -> li
         add("SCHOOL_NAME", f"The school's own name appears in {named} of {n} letters.")
     refs = int(group.get_column("pupil_ref").sum())
     if refs:
-        add("PUPIL_REFERENCE", f"A UPN or tutor group appears in {refs} of {n} letters; "
-            "parents rarely quote these, schools do.")  # fmt: skip
+        add(
+            "PUPIL_REFERENCE",
+            f"A UPN or tutor group appears in {refs} of {n} letters; "
+            "parents rarely quote these, schools do.",
+        )
     phrases = group.get_column("voice").explode().drop_nulls()
     if phrases.len():
         voiced = int(group.get_column("voice").list.len().gt(0).sum())
         common = phrases.value_counts(sort=True).head(3).get_column("voice").to_list()
-        add("SCHOOL_VOICE", f"{voiced} of {n} letters use the school's voice, e.g. "
-            + ", ".join(f"'{p}'" for p in common) + ".")  # fmt: skip
+        add(
+            "SCHOOL_VOICE",
+            f"{voiced} of {n} letters use the school's voice, e.g. "
+            + ", ".join(f"'{p}'" for p in common)
+            + ".",
+        )
     for name in SHARED_METADATA_FIELDS:
         shared = _shared_metadata(group, f"meta_{name}")
         if shared:
             value, families = shared
-            add("SAME_METADATA", f"Document {name.replace('_', ' ')} '{value}' is identical "
-                f"in letters from {families} different families.")  # fmt: skip
+            add(
+                "SAME_METADATA",
+                f"Document {name.replace('_', ' ')} '{value}' is identical "
+                f"in letters from {families} different families.",
+            )
     burst = _burst(group, main_urn, settings.window_days)
     if burst >= settings.burst_min_families:
-        add("FAMILIES_WITHIN_DAYS", f"{burst} families at school {main_urn} wrote within "
-            f"{settings.window_days} days of each other.")  # fmt: skip
+        add(
+            "FAMILIES_WITHIN_DAYS",
+            f"{burst} families at school {main_urn} wrote within "
+            f"{settings.window_days} days of each other.",
+        )
     before = group.filter("pre_census")
     if before.height:
         day = before.get_column("census").min()
-        add("BEFORE_JANUARY_CENSUS", f"{before.height} of {n} letters arrived in the "
-            f"{settings.census_weeks} weeks before the January census ({day}).")  # fmt: skip
+        add(
+            "BEFORE_JANUARY_CENSUS",
+            f"{before.height} of {n} letters arrived in the "
+            f"{settings.census_weeks} weeks before the January census ({day}).",
+        )
     suspended = int(group.get_column("after_suspension").fill_null(False).sum())
     if suspended:
-        add("AFTER_SUSPENSION", f"{suspended} of {n} letters arrived within "
-            f"{settings.window_days} days after the pupil's suspension.")  # fmt: skip
+        add(
+            "AFTER_SUSPENSION",
+            f"{suspended} of {n} letters arrived within "
+            f"{settings.window_days} days after the pupil's suspension.",
+        )
     return signals
 
 
@@ -1108,8 +1272,16 @@ def _evidence(
         cluster_id = f"C{number}"
         evidence = (stats, known_name, texts, run_together, settings)
         clusters.append(_cluster_dict(cluster_id, verdict, row, group, rows, *evidence))
-        per_letter.append(pl.DataFrame({"i": rows, "cluster_id": cluster_id, "verdict": verdict,
-                                        "similarity": stats["best"]}))  # fmt: skip
+        per_letter.append(
+            pl.DataFrame(
+                {
+                    "i": rows,
+                    "cluster_id": cluster_id,
+                    "verdict": verdict,
+                    "similarity": stats["best"],
+                }
+            )
+        )
     schema = {
         "i": pl.UInt32,
         "cluster_id": pl.String,
@@ -1176,9 +1348,11 @@ def _cluster_dict(
     compared = [int(i) for i in _sample(others, settings.passage_compare)]
     dates = group.get_column("received_date").drop_nulls()
     school_families = (
-        group.group_by("urn").agg(pl.col("family").n_unique().alias("n"))
-        .sort("n", "urn", descending=[True, False]).head(10)
-    )  # fmt: skip
+        group.group_by("urn")
+        .agg(pl.col("family").n_unique().alias("n"))
+        .sort("n", "urn", descending=[True, False])
+        .head(10)
+    )
     return {
         "cluster_id": cluster_id,
         "urn": row["main_urn"],
@@ -1206,8 +1380,11 @@ def _letters_frame(
     per_letter: pl.DataFrame,
     settings: LetterSettings,
 ) -> pl.DataFrame:
-    too_short = pl.format("too little text to compare ({} words; at least {} needed)",
-                          pl.col("words"), pl.lit(settings.min_words))  # fmt: skip
+    too_short = pl.format(
+        "too little text to compare ({} words; at least {} needed)",
+        pl.col("words"),
+        pl.lit(settings.min_words),
+    )
     return (
         prepared.with_row_index("i")
         .with_columns(words=pl.Series(words, dtype=pl.Int64), usable=pl.Series(usable))
@@ -1231,8 +1408,10 @@ def _warnings(
     has_text = prepared.get_column("text").is_not_null().to_numpy()
     short = int((has_text & ~usable).sum())
     if short:
-        messages.append(f"{short} letter(s) had fewer than {settings.min_words} words and were not "
-                        "compared (see the warning column of letters.csv)")  # fmt: skip
+        messages.append(
+            f"{short} letter(s) had fewer than {settings.min_words} words and were not "
+            "compared (see the warning column of letters.csv)"
+        )
     return messages
 
 
@@ -1275,9 +1454,11 @@ def run_letters(
     letters = dataset.letters.join(suspensions, on="letter_id", how="left")
     texts = read_letter_texts(letters, dataset.root / "letters")
     result = detect_templates(
-        texts, dataset.schools, settings=settings,
+        texts,
+        dataset.schools,
+        settings=settings,
         known_templates=read_known_templates(known_templates),
-    )  # fmt: skip
+    )
     result.per_school = letters_per_school(result, dataset.letters)
     return result
 
@@ -1312,8 +1493,8 @@ def flag_templated_exits(exits: pl.DataFrame, result: LetterResult, profile) -> 
     re-rate RAG because the flag is one of its risk points."""
     from offroll_audit.classify import add_rag
 
-    templated = (
-        result.letters.filter(pl.col("verdict") == "school_template").get_column("letter_id")
+    templated = result.letters.filter(pl.col("verdict") == "school_template").get_column(
+        "letter_id"
     )
     hit = pl.col("letter_id").is_in(templated.implode()).fill_null(False)
     flagged = exits.with_columns(

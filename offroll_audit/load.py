@@ -116,8 +116,13 @@ def read_text_table(
         frame = frame.with_columns(pl.all().cast(pl.String))
         return RawTable(frame)
     except pl.exceptions.NoDataError:
-        report.error(path.name, None, None, "the first sheet is empty",
-                     "put the table in the first sheet, header in its first row")  # fmt: skip
+        report.error(
+            path.name,
+            None,
+            None,
+            "the first sheet is empty",
+            "put the table in the first sheet, header in its first row",
+        )
         return None
     except Exception as exc:  # calamine and arrow raise many types for a broken file
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
@@ -555,11 +560,14 @@ def _lookup_plan(column: Column, cells: pl.Series) -> pl.LazyFrame:
     value = parse_expr(column, clean).cast(dtype_of(column))
     check = RANGE_CHECKS.get(column.name)
     status = (
-        pl.when(clean.is_null()).then(_MISSING)
-        .when(value.is_null()).then(_INVALID)
-        .when(~check[0](value) if check else pl.lit(False)).then(_OUT_OF_RANGE)
+        pl.when(clean.is_null())
+        .then(_MISSING)
+        .when(value.is_null())
+        .then(_INVALID)
+        .when(~check[0](value) if check else pl.lit(False))
+        .then(_OUT_OF_RANGE)
         .otherwise(_OK)
-    )  # fmt: skip
+    )
     frame = pl.LazyFrame({"id": distinct.to_physical(), "raw": distinct.cast(pl.String)})
     return frame.select("id", value.alias("value"), status.alias("status"))
 

@@ -41,20 +41,37 @@ class Problem:
 class Report:
     problems: list[Problem] = field(default_factory=list)
 
-    def add(self, severity: str, file: str, row: int | None, column: str | None,
-            message: str, hint: str = "") -> None:  # fmt: skip
+    def add(
+        self,
+        severity: str,
+        file: str,
+        row: int | None,
+        column: str | None,
+        message: str,
+        hint: str = "",
+    ) -> None:
         self.problems.append(Problem(severity, file, row, column, message, hint))
 
-    def error(self, file: str, row: int | None, column: str | None, message: str,
-              hint: str = "") -> None:  # fmt: skip
+    def error(
+        self, file: str, row: int | None, column: str | None, message: str, hint: str = ""
+    ) -> None:
         self.add(ERROR, file, row, column, message, hint)
 
-    def warn(self, file: str, row: int | None, column: str | None, message: str,
-             hint: str = "") -> None:  # fmt: skip
+    def warn(
+        self, file: str, row: int | None, column: str | None, message: str, hint: str = ""
+    ) -> None:
         self.add(WARNING, file, row, column, message, hint)
 
-    def rows(self, severity: str, file: str, column: str, rows: list[int], total: int,
-             message: str, hint: str = "") -> None:  # fmt: skip
+    def rows(
+        self,
+        severity: str,
+        file: str,
+        column: str,
+        rows: list[int],
+        total: int,
+        message: str,
+        hint: str = "",
+    ) -> None:
         """Report one problem on many rows: the first rows one line each, then a count."""
         for row in rows[:MAX_ROWS_PER_PROBLEM]:
             self.add(severity, file, row, column, message, hint)

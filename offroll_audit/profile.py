@@ -83,7 +83,9 @@ def load_profile(name_or_file: str = "default") -> Profile:
     settings = _read(path)
     seen = {path.resolve()}
     while parent := settings.pop("inherits", None):
-        parent_path = resolve(parent, path.parent if (path.parent / f"{parent}.toml").is_file() else THRESHOLDS)
+        parent_path = resolve(
+            parent, path.parent if (path.parent / f"{parent}.toml").is_file() else THRESHOLDS
+        )
         if parent_path.resolve() in seen:
             raise UsageError(f"profile {path}: inherits from itself")
         seen.add(parent_path.resolve())

@@ -24,7 +24,7 @@ import polars as pl
 from offroll_audit import __version__
 from offroll_audit.audit import AuditResult
 from offroll_audit.problems import Report, UsageError
-from offroll_audit.results import EXIT_FIELDS, build_results
+from offroll_audit.results import EXIT_FIELDS, build_results, results_json, with_exit_dicts
 from offroll_audit.schema import Dataset
 
 KEY_ENVIRONMENT = "OFFROLL_AUDIT_KEY"
@@ -103,9 +103,12 @@ def schools_csv_frame(result: AuditResult, suppress: int) -> pl.DataFrame:
     frame = result.schools
     scalar = [c for c in frame.columns if not isinstance(frame.schema[c], pl.List | pl.Struct)]
     flat = frame.select(
-        *[pl.col(c).cast(pl.String) if isinstance(frame.schema[c], pl.Enum) else pl.col(c) for c in scalar],
+        *[
+            pl.col(c).cast(pl.String) if isinstance(frame.schema[c], pl.Enum) else pl.col(c)
+            for c in scalar
+        ],
         pl.col("audit_reasons").list.join(";"),
-    )  # fmt: skip
+    )
     return suppress_counts(flat, count_columns(flat), suppress)
 
 
@@ -114,9 +117,11 @@ def count_columns(frame: pl.DataFrame) -> list[str]:
     return [
         c
         for c in frame.columns
-        if frame.schema[c].is_integer() and c not in ("line",) and not c.endswith("flag_count_95")
+        if frame.schema[c].is_integer()
+        and c not in ("line",)
+        and not c.endswith("flag_count_95")
         and not c.endswith("flag_count_998")
-    ]  # fmt: skip
+    ]
 
 
 def suppress_counts(frame: pl.DataFrame, columns: list[str], suppress: int) -> pl.DataFrame:
@@ -126,22 +131,27 @@ def suppress_counts(frame: pl.DataFrame, columns: list[str], suppress: int) -> p
     small = f"<{suppress}"
     return frame.with_columns(
         [
-            pl.when(pl.col(c).is_between(1, suppress - 1)).then(pl.lit(small))
-            .otherwise(pl.col(c).cast(pl.String)).alias(c)
+            pl.when(pl.col(c).is_between(1, suppress - 1))
+            .then(pl.lit(small))
+            .otherwise(pl.col(c).cast(pl.String))
+            .alias(c)
             for c in columns
         ]
-    )  # fmt: skip
+    )
 
 
 def exits_csv_frame(result: AuditResult) -> pl.DataFrame:
     exits = result.exits.filter(pl.col("urn").is_in(result.schools["urn"].implode())).sort("line")
     return exits.select(
         [
-            pl.col(c).list.join(";") if c == "flags"
-            else pl.col(c).cast(pl.String) if isinstance(exits.schema[c], pl.Enum) else pl.col(c)
+            pl.col(c).list.join(";")
+            if c == "flags"
+            else pl.col(c).cast(pl.String)
+            if isinstance(exits.schema[c], pl.Enum)
+            else pl.col(c)
             for c in EXIT_FIELDS
         ]
-    )  # fmt: skip
+    )
 
 
 def letters_csv_frame(result: AuditResult) -> pl.DataFrame:
@@ -189,8 +199,11 @@ def manifest_document(result: AuditResult, dataset: Dataset, options: OutputOpti
         "profile": {"name": profile.name, "source": profile.source},
         "baseline": result.options.baseline,
         "method": result.options.method,
-        "window": {"from": result.window.start.isoformat(), "to": result.window.end.isoformat(),
-                   "source": result.window.source},  # fmt: skip
+        "window": {
+            "from": result.window.start.isoformat(),
+            "to": result.window.end.isoformat(),
+            "source": result.window.source,
+        },
         "restricted_to": {"urns": result.options.urns, "trust": result.options.trust},
         "pseudonymised": options.pseudonymise_key is not None,
         "suppress_below": options.suppress,
@@ -198,8 +211,13 @@ def manifest_document(result: AuditResult, dataset: Dataset, options: OutputOpti
     }
 
 
-def write_outputs(result: AuditResult, dataset: Dataset, out: Path,
-                  options: OutputOptions = OutputOptions(), load_report: Report | None = None) -> dict:  # fmt: skip
+def write_outputs(
+    result: AuditResult,
+    dataset: Dataset,
+    out: Path,
+    options: OutputOptions = OutputOptions(),
+    load_report: Report | None = None,
+) -> dict:
     """Write OUT atomically and return the results.json document."""
     check_out_folder(out, dataset.root)
     if options.pseudonymise_key is not None:
@@ -211,7 +229,7 @@ def write_outputs(result: AuditResult, dataset: Dataset, out: Path,
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        write_json(staging / "results.json", results)
+        (staging / "results.json").write_text(results_json(results), encoding="utf-8")
         schools_csv_frame(result, options.suppress).write_csv(staging / "schools.csv")
         exits_csv_frame(result).write_csv(staging / "exits.csv")
         if result.letters is not None:
@@ -219,7 +237,7 @@ def write_outputs(result: AuditResult, dataset: Dataset, out: Path,
         if options.workbooks:
             from offroll_audit.workbook import write_workbooks
 
-            write_workbooks(results, staging, suppress=options.suppress)
+            write_workbooks(with_exit_dicts(results), staging, suppress=options.suppress)
         write_json(staging / MANIFEST, manifest)
         replace_folder(staging, out)
     except BaseException:
@@ -248,8 +266,11 @@ def write_letter_outputs(letters, dataset: Dataset, out: Path) -> dict:
     check_out_folder(out, dataset.root)
     reported = set(dataset.letters.get_column("urn").to_list())
     clusters = {"letter_clusters": cluster_records(letters, reported), "warnings": letters.warnings}
-    manifest = {"tool": {"name": "offroll-audit", "version": __version__},
-                "command": "letters", "inputs": input_hashes(dataset)}  # fmt: skip
+    manifest = {
+        "tool": {"name": "offroll-audit", "version": __version__},
+        "command": "letters",
+        "inputs": input_hashes(dataset),
+    }
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))

@@ -6,6 +6,7 @@ same numbers, so they can never disagree with it.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -17,10 +18,18 @@ from offroll_audit.classify import FLAG_TEXT, FLAGS
 from offroll_audit.select import rule_text
 
 STAT_FIELDS = {
-    "observed": "observed", "expected": "expected", "ratio": "ratio", "z": "z", "p": "p",
-    "p_poisson": "p_poisson", "q": "q", "band": "band", "shrunken_ratio": "shrunken_ratio",
-    "flag_count_95": "count_to_flag_95", "flag_count_998": "count_to_flag_998",
-}  # fmt: skip
+    "observed": "observed",
+    "expected": "expected",
+    "ratio": "ratio",
+    "z": "z",
+    "p": "p",
+    "p_poisson": "p_poisson",
+    "q": "q",
+    "band": "band",
+    "shrunken_ratio": "shrunken_ratio",
+    "flag_count_95": "count_to_flag_95",
+    "flag_count_998": "count_to_flag_998",
+}
 
 
 def clean_number(value: Any, digits: int = 6) -> Any:
@@ -32,33 +41,45 @@ def clean_number(value: Any, digits: int = 6) -> Any:
     return value
 
 
+def json_ready(frame: pl.DataFrame, digits: int = 6) -> pl.DataFrame:
+    """Float columns rounded, NaN and infinity as null, in one vectorised pass (clean_number
+    per value cost seconds at national scale)."""
+    floats = [c for c, dtype in frame.schema.items() if dtype.is_float()]
+    return frame.with_columns(
+        [pl.when(pl.col(c).is_finite()).then(pl.col(c).round(digits)).alias(c) for c in floats]
+    )
+
+
 def outcome_block(row: dict[str, Any], outcome: str) -> dict[str, Any] | None:
+    """One outcome's statistics for a school (row already through json_ready)."""
     if f"{outcome}_observed" not in row or row[f"{outcome}_observed"] is None:
         return None
-    block = {name: clean_number(row.get(f"{outcome}_{column}")) for name, column in STAT_FIELDS.items()}
-    block["ci95"] = [clean_number(row.get(f"{outcome}_ci95_low")), clean_number(row.get(f"{outcome}_ci95_high"))]
-    block["limit95"] = [clean_number(row.get(f"{outcome}_limit95_low")),
-                        clean_number(row.get(f"{outcome}_limit95_high"))]  # fmt: skip
-    block["limit998"] = [clean_number(row.get(f"{outcome}_limit998_low")),
-                         clean_number(row.get(f"{outcome}_limit998_high"))]  # fmt: skip
+    block = {name: row.get(f"{outcome}_{column}") for name, column in STAT_FIELDS.items()}
+    for name in ("ci95", "limit95", "limit998"):
+        block[name] = [row.get(f"{outcome}_{name}_low"), row.get(f"{outcome}_{name}_high")]
     block["cohort"] = row.get(f"{outcome}_cohort")
     return block
 
 
-def groups_block(result: AuditResult, urn: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def groups_blocks(result: AuditResult, urns: set[str]) -> dict[str, dict[str, Any]]:
+    """Per school, observed against expected by SEN, disadvantage, social care and key stage
+    (EHE at the top level, unexplained exits under "unexplained"), built in one pass."""
+    blocks: dict[str, dict[str, Any]] = {urn: {} for urn in urns}
     for outcome, outcome_result in result.outcomes.items():
         if outcome == "y10_loss":
             continue
-        rows = outcome_result.groups.filter(pl.col("urn") == urn)
-        target = out if outcome == "ehe" else out.setdefault("unexplained", {})
-        for grouping, level, observed, expected, pupils in rows.select(
-            "grouping", "level", "observed", "expected", "pupils"
+        rows = json_ready(outcome_result.groups.filter(pl.col("urn").is_in(list(urns))))
+        for urn, grouping, level, observed, expected, pupils in rows.select(
+            "urn", "grouping", "level", "observed", "expected", "pupils"
         ).iter_rows():
+            block = blocks[urn]
+            target = block if outcome == "ehe" else block.setdefault("unexplained", {})
             target.setdefault(grouping, {})[level] = {
-                "observed": observed, "expected": clean_number(expected), "pupils": pupils
+                "observed": observed,
+                "expected": expected,
+                "pupils": pupils,
             }
-    return out
+    return blocks
 
 
 def school_flags(row: dict[str, Any], result: AuditResult) -> list[dict[str, str]]:
@@ -98,41 +119,56 @@ def chance_phrase(p: float) -> str:
     return f"about 1 in {round(1 / p):,}"
 
 
-def build_results(result: AuditResult, manifest: dict[str, Any],
-                  data_issues: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+def build_results(
+    result: AuditResult, manifest: dict[str, Any], data_issues: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The results.json document (data contract section 4, plus explanatory extras)."""
     profile = result.options.profile
     reasons_text = rule_text(profile)
     schools = []
-    for row in result.schools.iter_rows(named=True):
+    groups = groups_blocks(result, set(result.schools.get_column("urn").to_list()))
+    for row in json_ready(result.schools).iter_rows(named=True):
         entry = {
-            "urn": row["urn"], "name": row.get("name"), "phase": _text(row.get("phase")),
-            "type": _text(row.get("type")), "trust": row.get("trust"), "pupils": row["pupils"],
-        }  # fmt: skip
+            "urn": row["urn"],
+            "name": row.get("name"),
+            "phase": _text(row.get("phase")),
+            "type": _text(row.get("type")),
+            "trust": row.get("trust"),
+            "pupils": row["pupils"],
+        }
         for outcome in result.outcomes:
             block = outcome_block(row, outcome)
             if block is not None:
                 entry[outcome] = block
-        entry["groups"] = groups_block(result, row["urn"])
-        entry["letters"] = {k: row.get(k, 0) for k in ("letters", "clusters", "templated", "template_families")}
+        entry["groups"] = groups[row["urn"]]
+        entry["letters"] = {
+            k: row.get(k, 0) for k in ("letters", "clusters", "templated", "template_families")
+        }
         entry["flags"] = school_flags(row, result)
         entry["flag_counts"] = {code: row.get(f"flag_{code}", 0) for code in FLAGS}
         entry["audit"] = bool(row["audit"])
         entry["audit_reasons"] = list(row["audit_reasons"])
-        entry["audit_reasons_text"] = [reasons_text.get(code, code) for code in row["audit_reasons"]]
+        entry["audit_reasons_text"] = [
+            reasons_text.get(code, code) for code in row["audit_reasons"]
+        ]
         schools.append(entry)
     reported = set(result.schools.get_column("urn").to_list())
     exits = result.exits.filter(pl.col("urn").is_in(reported))
     return {
         "tool": {"name": "offroll-audit", "version": __version__},
-        "window": {"from": result.window.start.isoformat(), "to": result.window.end.isoformat(),
-                   "source": result.window.source},  # fmt: skip
+        "window": {
+            "from": result.window.start.isoformat(),
+            "to": result.window.end.isoformat(),
+            "source": result.window.source,
+        },
         "profile": profile.name,
         "profile_settings": profile.settings,
         "method": result.options.method,
         "baseline": baseline_block(result),
-        "overdispersion": {o: overdispersion_block(r.overdispersion, r.funnelplotr)
-                           for o, r in result.outcomes.items()},  # fmt: skip
+        "overdispersion": {
+            o: overdispersion_block(r.overdispersion, r.funnelplotr)
+            for o, r in result.outcomes.items()
+        },
         "warnings": result.warnings + (result.letters.warnings if result.letters else []),
         "data_issues": data_issues or [],
         "schools": schools,
@@ -144,12 +180,17 @@ def build_results(result: AuditResult, manifest: dict[str, Any],
 
 def baseline_block(result: AuditResult) -> dict[str, Any]:
     ehe = result.outcomes.get("ehe")
-    block: dict[str, Any] = {"kind": result.options.baseline if result.options.baseline == "local" else "file"}
+    block: dict[str, Any] = {
+        "kind": result.options.baseline if result.options.baseline == "local" else "file"
+    }
     if ehe is not None:
         block.update(source=ehe.baseline.source, model=ehe.baseline.model)
     block["robust"] = {
-        o: {"excluded_urns": r.baseline.excluded_urns, "left_out_urns": r.baseline.left_out_urns,
-            "note": r.baseline.note}
+        o: {
+            "excluded_urns": r.baseline.excluded_urns,
+            "left_out_urns": r.baseline.left_out_urns,
+            "note": r.baseline.note,
+        }
         for o, r in result.outcomes.items()
     }
     return block
@@ -168,25 +209,62 @@ def overdispersion_block(alpha, funnelplotr=None) -> dict[str, Any]:
         "warning": alpha.warning,
     }
     if funnelplotr is not None:
-        block["funnelplotr"] = {"phi": clean_number(funnelplotr.phi),
-                                "tau2": clean_number(funnelplotr.tau2)}  # fmt: skip
+        block["funnelplotr"] = {
+            "phi": clean_number(funnelplotr.phi),
+            "tau2": clean_number(funnelplotr.tau2),
+        }
     return block
 
 
 EXIT_FIELDS = [
-    "pupil_id", "urn", "exit_date", "destination", "ground", "explained", "why", "flags", "rag",
-    "rag_score", "rag_why", "letter_id", "in_window", "year_group", "sen_provision", "disadvantaged",
-    "social_care", "reason",
-]  # fmt: skip
+    "pupil_id",
+    "urn",
+    "exit_date",
+    "destination",
+    "ground",
+    "explained",
+    "why",
+    "flags",
+    "rag",
+    "rag_score",
+    "rag_why",
+    "letter_id",
+    "in_window",
+    "year_group",
+    "sen_provision",
+    "disadvantaged",
+    "social_care",
+    "reason",
+]
 
 
-def exit_records(exits: pl.DataFrame) -> list[dict[str, Any]]:
-    """Every exit with its classification, flags and RAG, in input order."""
-    frame = exits.sort("line").select(
-        [pl.col(c).cast(pl.String) if exits.schema[c] in (pl.Date,) or isinstance(exits.schema[c], pl.Enum)
-         else pl.col(c) for c in EXIT_FIELDS]  # fmt: skip
+def exit_records(exits: pl.DataFrame) -> pl.DataFrame:
+    """Every exit with its classification, flags and RAG, in input order. Kept as a frame:
+    at national scale (700,000 exits) Python dicts would cost more than the whole audit."""
+    return exits.sort("line").select(
+        [
+            pl.col(c).cast(pl.String)
+            if exits.schema[c] in (pl.Date,) or isinstance(exits.schema[c], pl.Enum)
+            else pl.col(c)
+            for c in EXIT_FIELDS
+        ]
     )
-    return frame.to_dicts()
+
+
+def results_json(results: dict[str, Any]) -> str:
+    """results.json as text: the document with its exits frame serialised by polars (fast) and
+    the rest by the standard library's C encoder (no indent: indenting is pure Python)."""
+    exits = results["exits"]
+    marker = "\u0000exits\u0000"
+    text = json.dumps({**results, "exits": marker}, ensure_ascii=False, separators=(",", ":"))
+    listed = exits.write_json() if isinstance(exits, pl.DataFrame) else json.dumps(exits)
+    return text.replace(json.dumps(marker), listed, 1) + "\n"
+
+
+def with_exit_dicts(results: dict[str, Any]) -> dict[str, Any]:
+    """The document with exits as a list of dicts (what the workbooks read)."""
+    exits = results["exits"]
+    return {**results, "exits": exits.to_dicts() if isinstance(exits, pl.DataFrame) else exits}
 
 
 def _text(value: Any) -> str | None:

@@ -47,7 +47,9 @@ def select_schools(schools: pl.DataFrame, profile: Profile) -> pl.DataFrame:
         if not all(c in schools.columns for c in needed):
             continue
         holds = rule_holds(schools, rule, floors)
-        reasons.append(pl.when(holds).then(pl.lit([rule["code"]])).otherwise(pl.lit([], pl.List(pl.String))))
+        reasons.append(
+            pl.when(holds).then(pl.lit([rule["code"]])).otherwise(pl.lit([], pl.List(pl.String)))
+        )
     reason_list = pl.concat_list(reasons) if reasons else pl.lit([], pl.List(pl.String))
     frame = schools.with_columns(reason_list.alias("audit_reasons"))
     return frame.with_columns((pl.col("audit_reasons").list.len() > 0).alias("audit"))

@@ -82,16 +82,50 @@ INNOCENT_MARGIN = 1.2  # innocent school's expected EHE over the LA's next highe
 INNOCENT_MAX_SHARE = 0.5  # of its LA's pupils
 TRUST_TEMPLATE_MIN_EHE = 6  # enough EHE exits for several templated letters
 TRUST_TEMPLATE_EXCESS = 1.5
-MOVES_EXCESS = 6.0  # planted school's Y10-11 unexplained exits over normal: about 10% of its KS4 roll
+MOVES_EXCESS = (
+    6.0  # planted school's Y10-11 unexplained exits over normal: about 10% of its KS4 roll
+)
 ADDRESS_CHANGED_SHARE = 0.7  # mid-year moves to another school with a house move
 SHARE_JOINERS = 0.03
 SHARE_TEMPORARY_UPN = 0.003
 FAMILY_RHO = 0.85  # latent correlation of siblings' traits and exits (Gaussian copula)
 
-ETHNICITIES = ("WBRI", "WOTH", "WIRT", "AIND", "APKN", "ABAN", "BAFR", "BCRB", "MWBC", "MWAS",
-               "MOTH", "CHNE", "AOTH", "OOTH", "REFU")  # fmt: skip
-ETHNICITY_SHARES = np.array([0.66, 0.07, 0.005, 0.035, 0.04, 0.015, 0.04, 0.012, 0.018, 0.012,
-                             0.025, 0.005, 0.018, 0.02, 0.015])  # fmt: skip
+ETHNICITIES = (
+    "WBRI",
+    "WOTH",
+    "WIRT",
+    "AIND",
+    "APKN",
+    "ABAN",
+    "BAFR",
+    "BCRB",
+    "MWBC",
+    "MWAS",
+    "MOTH",
+    "CHNE",
+    "AOTH",
+    "OOTH",
+    "REFU",
+)
+ETHNICITY_SHARES = np.array(
+    [
+        0.66,
+        0.07,
+        0.005,
+        0.035,
+        0.04,
+        0.015,
+        0.04,
+        0.012,
+        0.018,
+        0.012,
+        0.025,
+        0.005,
+        0.018,
+        0.02,
+        0.015,
+    ]
+)
 ETHNICITY_MISSING = 0.012
 
 # Primary SEN type shares, in codes.SEN_NEED order:
@@ -105,58 +139,188 @@ NEED_SHARES = {
 }
 
 NATURAL_REASONS = {
-    "SCHOOL_PLACE": 0.02, "PREFERENCE_NOT_MET": 0.02, "DISSATISFIED_SEND": 0.03,
-    "DISSATISFIED_BULLYING": 0.03, "DISSATISFIED_GENERAL": 0.07, "HEALTH_PHYSICAL": 0.03,
-    "HEALTH_MENTAL": 0.14, "LIFESTYLE": 0.09, "PHILOSOPHICAL": 0.14, "RELIGIOUS": 0.02,
-    "PERM_EXCLUSION": 0.002, "RISK_OF_EXCLUSION": 0.01, "SCHOOL_PRESSURE": 0.008, "OTHER": 0.03,
-    "NONE_GIVEN": 0.20, "UNKNOWN": 0.22,
-}  # fmt: skip
+    "SCHOOL_PLACE": 0.02,
+    "PREFERENCE_NOT_MET": 0.02,
+    "DISSATISFIED_SEND": 0.03,
+    "DISSATISFIED_BULLYING": 0.03,
+    "DISSATISFIED_GENERAL": 0.07,
+    "HEALTH_PHYSICAL": 0.03,
+    "HEALTH_MENTAL": 0.14,
+    "LIFESTYLE": 0.09,
+    "PHILOSOPHICAL": 0.14,
+    "RELIGIOUS": 0.02,
+    "PERM_EXCLUSION": 0.002,
+    "RISK_OF_EXCLUSION": 0.01,
+    "SCHOOL_PRESSURE": 0.008,
+    "OTHER": 0.03,
+    "NONE_GIVEN": 0.20,
+    "UNKNOWN": 0.22,
+}
 OFFROLL_REASONS = {
-    "SCHOOL_PRESSURE": 0.30, "RISK_OF_EXCLUSION": 0.25, "UNKNOWN": 0.25, "NONE_GIVEN": 0.10,
-    "HEALTH_MENTAL": 0.06, "DISSATISFIED_SEND": 0.04,
-}  # fmt: skip
+    "SCHOOL_PRESSURE": 0.30,
+    "RISK_OF_EXCLUSION": 0.25,
+    "UNKNOWN": 0.25,
+    "NONE_GIVEN": 0.10,
+    "HEALTH_MENTAL": 0.06,
+    "DISSATISFIED_SEND": 0.04,
+}
 TRUST_REASONS = {
-    "SCHOOL_PRESSURE": 0.20, "UNKNOWN": 0.30, "NONE_GIVEN": 0.20, "DISSATISFIED_GENERAL": 0.10,
-    "HEALTH_MENTAL": 0.10, "RISK_OF_EXCLUSION": 0.10,
-}  # fmt: skip
+    "SCHOOL_PRESSURE": 0.20,
+    "UNKNOWN": 0.30,
+    "NONE_GIVEN": 0.20,
+    "DISSATISFIED_GENERAL": 0.10,
+    "HEALTH_MENTAL": 0.10,
+    "RISK_OF_EXCLUSION": 0.10,
+}
 
 GROUNDS = {
-    "EHE": "9(1)(f)", "SCHOOL": "9(1)(a)", "SPECIAL": "9(1)(a)", "AP": "9(1)(a)",
-    "INDEPENDENT": "9(1)(a)", "MOVED_AWAY": "9(1)(g)", "EMIGRATED": "9(1)(g)", "CME": "9(1)(i)",
-    "PERM_EXCLUSION": "9(1)(o)", "CUSTODY": "9(1)(j)", "DECEASED": "9(1)(k)",
-    "END_OF_EDUCATION": "9(1)(l)", "DUAL_ENDED": "9(1)(c)",
-}  # fmt: skip
+    "EHE": "9(1)(f)",
+    "SCHOOL": "9(1)(a)",
+    "SPECIAL": "9(1)(a)",
+    "AP": "9(1)(a)",
+    "INDEPENDENT": "9(1)(a)",
+    "MOVED_AWAY": "9(1)(g)",
+    "EMIGRATED": "9(1)(g)",
+    "CME": "9(1)(i)",
+    "PERM_EXCLUSION": "9(1)(o)",
+    "CUSTODY": "9(1)(j)",
+    "DECEASED": "9(1)(k)",
+    "END_OF_EDUCATION": "9(1)(l)",
+    "DUAL_ENDED": "9(1)(c)",
+}
 UNEXPLAINED = ("EHE", "CME", "AP", "INDEPENDENT", "OTHER")
 # Destinations a family takes together: siblings' draws are correlated and share a date.
 FAMILY_DESTINATIONS = ("EHE", "EMIGRATED", "MOVED_AWAY", "SCHOOL", "INDEPENDENT", "CME")
-INDIVIDUAL_DESTINATIONS = ("SPECIAL", "AP", "PERM_EXCLUSION", "CUSTODY", "DECEASED",
-                           "END_OF_EDUCATION", "OTHER", "DUAL_ENDED")  # fmt: skip
+INDIVIDUAL_DESTINATIONS = (
+    "SPECIAL",
+    "AP",
+    "PERM_EXCLUSION",
+    "CUSTODY",
+    "DECEASED",
+    "END_OF_EDUCATION",
+    "OTHER",
+    "DUAL_ENDED",
+)
 MOVE_DESTINATIONS = ("SCHOOL", "SPECIAL", "AP")
 
 UPN_ALPHABET = "ABCDEFGHJKLMNPQRTUVWXYZ"
 SPARE_ESTABLISHMENT = 6000  # UPN prefixes of closed schools, used when a serial range is full
 
-STREAMS = ("schools", "families", "traits", "dual", "exits", "innocent", "plants", "details",
-           "joiners", "ids", "letters")  # fmt: skip
+STREAMS = (
+    "schools",
+    "families",
+    "traits",
+    "dual",
+    "exits",
+    "innocent",
+    "plants",
+    "details",
+    "joiners",
+    "ids",
+    "letters",
+)
 
 # --------------------------------------------------------------------------- names
 
 NAME_WORDS = (
-    "Oakfield", "Ashgrove", "Beechwood", "Birchwood", "Brookside", "Cedars", "Church Lane",
-    "Clifton", "Elmhurst", "Fairfield", "Greenacres", "Hawthorn", "Hazelwood", "Highfield",
-    "Hillside", "Holly Bank", "Kingsway", "Lakeside", "Larkrise", "Linden", "Maple", "Meadowbank",
-    "Millbrook", "Moorland", "Newlands", "Northgate", "Oakwood", "Orchard", "Park View",
-    "Pinewood", "Queensbury", "Ravenscroft", "Redhill", "Ridgeway", "Riverside", "Rosewood",
-    "Sandhill", "Southfields", "Springfield", "Stonebridge", "Sunnyside", "Thornbury", "Valley",
-    "Westfield", "Whitehall", "Willowbrook", "Woodlands", "Abbey", "Bridgewater", "Castle",
-    "Chesterton", "Coppice", "Crossley", "Denefield", "Eastbrook", "Fernhill", "Foxhill", "Glebe",
-    "Hallam", "Heathfield", "Ivy Lane", "Kingfisher", "Langley", "Lime Tree", "Marlborough",
-    "Mayfield", "Meadowside", "Norbury", "Oldfield", "Parkside", "Priory", "Queen's Park",
-    "Ryecroft", "St Aidan's", "St Andrew's", "St Anne's", "St Bede's", "St Catherine's",
-    "St George's", "St John's", "St Joseph's", "St Mark's", "St Mary's", "St Michael's",
-    "St Paul's", "St Peter's", "Holy Trinity", "Christ Church", "Sacred Heart", "Our Lady's",
-    "Wellington", "Hartley", "Ashton", "Bramley", "Summerfield", "Greenfield", "Brookfield",
-)  # fmt: skip
+    "Oakfield",
+    "Ashgrove",
+    "Beechwood",
+    "Birchwood",
+    "Brookside",
+    "Cedars",
+    "Church Lane",
+    "Clifton",
+    "Elmhurst",
+    "Fairfield",
+    "Greenacres",
+    "Hawthorn",
+    "Hazelwood",
+    "Highfield",
+    "Hillside",
+    "Holly Bank",
+    "Kingsway",
+    "Lakeside",
+    "Larkrise",
+    "Linden",
+    "Maple",
+    "Meadowbank",
+    "Millbrook",
+    "Moorland",
+    "Newlands",
+    "Northgate",
+    "Oakwood",
+    "Orchard",
+    "Park View",
+    "Pinewood",
+    "Queensbury",
+    "Ravenscroft",
+    "Redhill",
+    "Ridgeway",
+    "Riverside",
+    "Rosewood",
+    "Sandhill",
+    "Southfields",
+    "Springfield",
+    "Stonebridge",
+    "Sunnyside",
+    "Thornbury",
+    "Valley",
+    "Westfield",
+    "Whitehall",
+    "Willowbrook",
+    "Woodlands",
+    "Abbey",
+    "Bridgewater",
+    "Castle",
+    "Chesterton",
+    "Coppice",
+    "Crossley",
+    "Denefield",
+    "Eastbrook",
+    "Fernhill",
+    "Foxhill",
+    "Glebe",
+    "Hallam",
+    "Heathfield",
+    "Ivy Lane",
+    "Kingfisher",
+    "Langley",
+    "Lime Tree",
+    "Marlborough",
+    "Mayfield",
+    "Meadowside",
+    "Norbury",
+    "Oldfield",
+    "Parkside",
+    "Priory",
+    "Queen's Park",
+    "Ryecroft",
+    "St Aidan's",
+    "St Andrew's",
+    "St Anne's",
+    "St Bede's",
+    "St Catherine's",
+    "St George's",
+    "St John's",
+    "St Joseph's",
+    "St Mark's",
+    "St Mary's",
+    "St Michael's",
+    "St Paul's",
+    "St Peter's",
+    "Holy Trinity",
+    "Christ Church",
+    "Sacred Heart",
+    "Our Lady's",
+    "Wellington",
+    "Hartley",
+    "Ashton",
+    "Bramley",
+    "Summerfield",
+    "Greenfield",
+    "Brookfield",
+)
 NAME_PREFIXES = (
     "North",
     "South",
@@ -170,8 +334,14 @@ NAME_PREFIXES = (
     "New",
 )
 NAME_SUFFIXES = {
-    (PRIMARY, False): ("Primary School", "Community Primary School", "Infant and Junior School",
-                       "Junior School", "Primary School", "C of E Primary School"),
+    (PRIMARY, False): (
+        "Primary School",
+        "Community Primary School",
+        "Infant and Junior School",
+        "Junior School",
+        "Primary School",
+        "C of E Primary School",
+    ),
     (PRIMARY, True): ("Primary Academy", "Academy", "Primary School"),
     (SECONDARY, False): ("High School", "School", "Community College", "Secondary School"),
     (SECONDARY, True): ("Academy", "High School", "College", "School"),
@@ -179,18 +349,68 @@ NAME_SUFFIXES = {
     (SPECIAL, True): ("Academy", "School", "Specialist Academy"),
     (AP, False): ("Pupil Referral Unit", "Learning Centre", "Education Centre"),
     (AP, True): ("Alternative Provision Academy", "Learning Centre", "Academy"),
-}  # fmt: skip
+}
 TRUST_WORDS = (
-    "Northern Star", "Horizon", "Oak Tree", "Riverside", "Pennine", "Chiltern", "Meridian",
-    "Lighthouse", "Compass", "Evolve", "Aspire", "Endeavour", "Kite", "Phoenix", "Unity", "Beacon",
-    "Harmony", "Summit", "Tapestry", "Willow", "Trinity", "Cornerstone", "Keystone", "Spring",
-    "Ridgeway", "Vale", "Forest", "Coastal", "Heritage", "Pathways", "Bright Futures", "Inspire",
-    "Discovery", "Elevate", "Ascent", "Anchor", "Cathedral", "Lakeland", "Moorland", "Greenwood",
-)  # fmt: skip
-TRUST_REGIONS = ("", "North ", "South ", "East ", "West ", "Central ", "Midlands ", "Coast ",
-                 "County ")  # fmt: skip
-TRUST_KINDS = ("Academy Trust", "Learning Trust", "Multi-Academy Trust", "Education Trust",
-               "Schools Trust", "Learning Partnership")  # fmt: skip
+    "Northern Star",
+    "Horizon",
+    "Oak Tree",
+    "Riverside",
+    "Pennine",
+    "Chiltern",
+    "Meridian",
+    "Lighthouse",
+    "Compass",
+    "Evolve",
+    "Aspire",
+    "Endeavour",
+    "Kite",
+    "Phoenix",
+    "Unity",
+    "Beacon",
+    "Harmony",
+    "Summit",
+    "Tapestry",
+    "Willow",
+    "Trinity",
+    "Cornerstone",
+    "Keystone",
+    "Spring",
+    "Ridgeway",
+    "Vale",
+    "Forest",
+    "Coastal",
+    "Heritage",
+    "Pathways",
+    "Bright Futures",
+    "Inspire",
+    "Discovery",
+    "Elevate",
+    "Ascent",
+    "Anchor",
+    "Cathedral",
+    "Lakeland",
+    "Moorland",
+    "Greenwood",
+)
+TRUST_REGIONS = (
+    "",
+    "North ",
+    "South ",
+    "East ",
+    "West ",
+    "Central ",
+    "Midlands ",
+    "Coast ",
+    "County ",
+)
+TRUST_KINDS = (
+    "Academy Trust",
+    "Learning Trust",
+    "Multi-Academy Trust",
+    "Education Trust",
+    "Schools Trust",
+    "Learning Partnership",
+)
 ACADEMY_SHARE = {PRIMARY: 0.42, SECONDARY: 0.80, SPECIAL: 0.45, AP: 0.5}
 FREE_SHARE_OF_ACADEMIES = 0.08
 MAT_SHARE_OF_ACADEMIES = 0.55
@@ -444,11 +664,22 @@ def build_schools(
     effect = np.exp(rng.normal(0.0, sd, n)) if sd > 0 else np.ones(n)
     plan = Plan.empty() if null else choose_planted(la, phase, raw_size, rng)
     table = Schools(
-        la=la, la_codes=la_codes, phase=phase, raw_size=raw_size,
-        size=np.zeros(n, dtype=np.int64), sixth_form=sixth_form, dis_mean=dis_mean,
-        k_mult=k_mult, e_mult=e_mult, social_mult=social_mult, effect=effect,
-        estab=establishment_numbers(la, phase), kind=[], trust=[], name=[],
-    )  # fmt: skip
+        la=la,
+        la_codes=la_codes,
+        phase=phase,
+        raw_size=raw_size,
+        size=np.zeros(n, dtype=np.int64),
+        sixth_form=sixth_form,
+        dis_mean=dis_mean,
+        k_mult=k_mult,
+        e_mult=e_mult,
+        social_mult=social_mult,
+        effect=effect,
+        estab=establishment_numbers(la, phase),
+        kind=[],
+        trust=[],
+        name=[],
+    )
     if not null:
         make_innocent(table, plan, factor, pupils)
     table.size = scale_sizes(table.raw_size, pupils)
@@ -840,12 +1071,23 @@ def draw_traits(
     attendance = draw_attendance(phase, year, dis, sen, social, rng)
     suspensions = draw_suspensions(phase, year, dis, sen, social, need, rng)
     return Pupils(
-        school=school.astype(np.int32), year=year, family=family.astype(np.int32), dis=dis,
-        sen=sen, social=social, need=need, fsm=fsm, sex=sex, ethnicity=eth.astype(np.int8),
-        attendance=attendance, suspensions=suspensions, status=np.full(n, C, dtype=np.int8),
-        start=np.zeros(n, dtype=np.int16), home=np.arange(n, dtype=np.int64),
+        school=school.astype(np.int32),
+        year=year,
+        family=family.astype(np.int32),
+        dis=dis,
+        sen=sen,
+        social=social,
+        need=need,
+        fsm=fsm,
+        sex=sex,
+        ethnicity=eth.astype(np.int8),
+        attendance=attendance,
+        suspensions=suspensions,
+        status=np.full(n, C, dtype=np.int8),
+        start=np.zeros(n, dtype=np.int16),
+        home=np.arange(n, dtype=np.int64),
         upn_school=upn_school.astype(np.int32),
-    )  # fmt: skip
+    )
 
 
 def draw_needs(

@@ -632,12 +632,13 @@ def test_schools(
     e = totals.get_column("expected").cast(pl.Float64).to_numpy()
     p998, p95 = float(settings.get("p_high_998", 0.001)), float(settings.get("p_high_95", 0.025))
     fit = fit_overdispersion(
-        o, e,
+        o,
+        e,
         outlier_p=float(settings.get("outlier_p", 0.001)),
         min_alpha=float(settings.get("min_alpha", 0.0)),
         min_schools=int(settings.get("min_schools_for_alpha", 20)),
         force_poisson=method == "poisson",
-    )  # fmt: skip
+    )
     alpha: FloatArray | float = fit.alpha
     if "expected_variance" in totals.columns:
         # E estimated without the school has its own sampling variance v; Var(O - E) = E +

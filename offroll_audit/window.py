@@ -57,10 +57,14 @@ def term_window(term: str) -> Window:
         if (year + 1) % 100 != int(match[2]):
             raise UsageError(f"--term {term}: a school year is written like 2024-25")
         return Window(date(year, 9, 1), date(year + 1, 8, 31), f"school year {year}-{match[2]}")
-    raise UsageError(f"--term {term!r} is not a term: use e.g. 2024-AUT, 2025-SPR, 2025-SUM or 2024-25")
+    raise UsageError(
+        f"--term {term!r} is not a term: use e.g. 2024-AUT, 2025-SPR, 2025-SUM or 2024-25"
+    )
 
 
-def choose_window(exits: pl.DataFrame, term: str | None, start: date | None, end: date | None) -> Window:
+def choose_window(
+    exits: pl.DataFrame, term: str | None, start: date | None, end: date | None
+) -> Window:
     """The window from --term, --from/--to, or the span of the exits."""
     if term and (start or end):
         raise UsageError("give either --term or --from/--to, not both")
@@ -72,7 +76,9 @@ def choose_window(exits: pl.DataFrame, term: str | None, start: date | None, end
         return Window(start, end, "given --from/--to")
     dates = exits.get_column("exit_date").drop_nulls()
     if dates.is_empty():
-        raise UsageError("there are no exits, so the window must be given: --term 2024-AUT or --from/--to")
+        raise UsageError(
+            "there are no exits, so the window must be given: --term 2024-AUT or --from/--to"
+        )
     return Window(start or dates.min(), end or dates.max(), "span of exits")  # type: ignore[arg-type]
 
 
@@ -94,7 +100,9 @@ def pick_census(pupils: pl.DataFrame, window: Window) -> pl.DataFrame:
         return pupils
     days = {c: census_day(c) for c in pupils.get_column("census").drop_nulls().unique().to_list()}
     dated = pupils.with_columns(
-        pl.col("census").replace_strict(days, default=None, return_dtype=pl.Date).alias("_census_day")
+        pl.col("census")
+        .replace_strict(days, default=None, return_dtype=pl.Date)
+        .alias("_census_day")
     )
     dated = dated.with_columns(
         (pl.col("_census_day") <= window.start).alias("_before"),

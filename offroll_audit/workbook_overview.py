@@ -831,10 +831,25 @@ EXIT_COLUMNS = [
 
 
 EXIT_KEYS = (
-    "pupil_id", "urn", "exit_date", "in_window", "year_group", "destination", "ground",
-    "explained", "why", "flags", "rag", "rag_score", "rag_why", "letter_id", "sen_provision",
-    "disadvantaged", "social_care", "reason",
-)  # fmt: skip
+    "pupil_id",
+    "urn",
+    "exit_date",
+    "in_window",
+    "year_group",
+    "destination",
+    "ground",
+    "explained",
+    "why",
+    "flags",
+    "rag",
+    "rag_score",
+    "rag_why",
+    "letter_id",
+    "sen_provision",
+    "disadvantaged",
+    "social_care",
+    "reason",
+)
 _exit_values = itemgetter(*EXIT_KEYS)
 
 

@@ -644,12 +644,14 @@ def questions(school: dict[str, Any], context: PackContext) -> list[tuple[str, s
             why = f"{evidence} {why}"
         (flagged if n else general).append((question.ask, why, question.guidance))
     numbers = outcome_sentence(school, "ehe", context.suppress) or "The counts are on the Cover."
-    general.append((
-        "Is there something these numbers cannot see: a unit closing, a local home-education "
-        "community, a change in intake, pupils recorded at the wrong school?",
-        numbers,
-        "This pack (Method sheet)",
-    ))  # fmt: skip
+    general.append(
+        (
+            "Is there something these numbers cannot see: a unit closing, a local home-education "
+            "community, a change in intake, pupils recorded at the wrong school?",
+            numbers,
+            "This pack (Method sheet)",
+        )
+    )
     return flagged + general
 
 

@@ -16,23 +16,122 @@ Table = list[list[str]]  # header row first, then data rows, all cells as text
 # The first pupil has a real UPN (domain-facts.md's worked example); the rest are pseudonyms.
 TABLES: dict[str, Table] = {
     "pupils": [
-        ["pupil_id", "urn", "year_group", "sen_provision", "disadvantaged", "social_care",
-         "sen_need", "fsm", "sex", "attendance", "suspensions", "enrolment_status",
-         "on_roll_from", "on_roll_to", "family_id"],
-        ["B801200005001", "100001", "7", "N", "false", "none", "", "false", "F", "0.95", "0",
-         "C", "2024-09-01", "", "F1"],
-        ["P0002", "100001", "8", "K", "true", "CIN", "SEMH", "true", "M", "0.81", "2", "C",
-         "2024-09-01", "", "F2"],
-        ["P0003", "100001", "10", "E", "false", "CPP", "ASD", "false", "F", "0.9", "0", "C",
-         "2024-09-01", "2024-10-15", "F3"],
-        ["P0004", "100002", "11", "N", "true", "CLA", "", "true", "M", "0.7", "1", "M",
-         "2024-09-01", "", "F4"],
-        ["P0005", "100002", "R", "N", "false", "none", "", "false", "F", "", "0", "C", "", "",
-         "F5"],
+        [
+            "pupil_id",
+            "urn",
+            "year_group",
+            "sen_provision",
+            "disadvantaged",
+            "social_care",
+            "sen_need",
+            "fsm",
+            "sex",
+            "attendance",
+            "suspensions",
+            "enrolment_status",
+            "on_roll_from",
+            "on_roll_to",
+            "family_id",
+        ],
+        [
+            "B801200005001",
+            "100001",
+            "7",
+            "N",
+            "false",
+            "none",
+            "",
+            "false",
+            "F",
+            "0.95",
+            "0",
+            "C",
+            "2024-09-01",
+            "",
+            "F1",
+        ],
+        [
+            "P0002",
+            "100001",
+            "8",
+            "K",
+            "true",
+            "CIN",
+            "SEMH",
+            "true",
+            "M",
+            "0.81",
+            "2",
+            "C",
+            "2024-09-01",
+            "",
+            "F2",
+        ],
+        [
+            "P0003",
+            "100001",
+            "10",
+            "E",
+            "false",
+            "CPP",
+            "ASD",
+            "false",
+            "F",
+            "0.9",
+            "0",
+            "C",
+            "2024-09-01",
+            "2024-10-15",
+            "F3",
+        ],
+        [
+            "P0004",
+            "100002",
+            "11",
+            "N",
+            "true",
+            "CLA",
+            "",
+            "true",
+            "M",
+            "0.7",
+            "1",
+            "M",
+            "2024-09-01",
+            "",
+            "F4",
+        ],
+        [
+            "P0005",
+            "100002",
+            "R",
+            "N",
+            "false",
+            "none",
+            "",
+            "false",
+            "F",
+            "",
+            "0",
+            "C",
+            "",
+            "",
+            "F5",
+        ],
     ],
     "exits": [
-        ["pupil_id", "urn", "exit_date", "destination", "ground", "destination_urn",
-         "address_changed", "reason", "returned_date", "letter_id"],
+        [
+            "pupil_id",
+            "urn",
+            "exit_date",
+            "destination",
+            "ground",
+            "destination_urn",
+            "address_changed",
+            "reason",
+            "returned_date",
+            "letter_id",
+        ],
         ["P0003", "100001", "2024-10-15", "EHE", "9(1)(f)", "", "false", "HEALTH_MENTAL", "", "L1"],
         ["P0004", "100002", "2024-11-05", "SCHOOL", "9(1)(a)", "100001", "true", "", "", ""],
     ],
@@ -45,7 +144,7 @@ TABLES: dict[str, Table] = {
         ["letter_id", "file", "urn", "pupil_id", "received_date"],
         ["L1", "l1.txt", "100001", "P0003", "2024-10-10"],
     ],
-}  # fmt: skip
+}
 LETTER_FILES = {"l1.txt": "Dear Head, we will educate our child at home. Yours, a parent.\n"}
 ROWS = {name: len(table) - 1 for name, table in TABLES.items()}  # data rows in each table
 
@@ -66,8 +165,12 @@ def set_cell(table: Table, row: int, column: str, value: str) -> None:
     table[row - 1][table[0].index(column)] = value
 
 
-def write_dataset(folder: Path, tables: dict[str, Table | None] | None = None, *,
-                  letter_files: dict[str, str] | None = None) -> Path:  # fmt: skip
+def write_dataset(
+    folder: Path,
+    tables: dict[str, Table | None] | None = None,
+    *,
+    letter_files: dict[str, str] | None = None,
+) -> Path:
     """Write tables as CSV (None leaves a table out) and the letter files; return the folder."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in (base_tables() if tables is None else tables).items():
@@ -84,8 +187,11 @@ def write_dataset(folder: Path, tables: dict[str, Table | None] | None = None, *
 def make_dataset(tmp_path: Path) -> Callable[..., Path]:
     """`make_dataset(tables=None, name="data", letter_files=None)` -> a dataset folder."""
 
-    def make(tables: dict[str, Table | None] | None = None, name: str = "data",
-             letter_files: dict[str, str] | None = None) -> Path:  # fmt: skip
+    def make(
+        tables: dict[str, Table | None] | None = None,
+        name: str = "data",
+        letter_files: dict[str, str] | None = None,
+    ) -> Path:
         return write_dataset(tmp_path / name, tables, letter_files=letter_files)
 
     return make

@@ -90,9 +90,23 @@ def test_results_follow_the_data_contract(example_run) -> None:
         for outcome in ("ehe", "unexplained"):
             block = entry[outcome]
             assert block["band"] in bands
-            assert set(block) >= {"observed", "expected", "ratio", "ci95", "limit95", "limit998",
-                                  "z", "p", "q"}  # fmt: skip
-        assert set(entry["groups"]) >= {"sen_provision", "disadvantaged", "social_care", "key_stage"}
+            assert set(block) >= {
+                "observed",
+                "expected",
+                "ratio",
+                "ci95",
+                "limit95",
+                "limit998",
+                "z",
+                "p",
+                "q",
+            }
+        assert set(entry["groups"]) >= {
+            "sen_provision",
+            "disadvantaged",
+            "social_care",
+            "key_stage",
+        }
         assert set(entry["letters"]) >= {"letters", "clusters", "templated"}
     exits = pl.read_csv(EXAMPLE / "exits.csv", infer_schema_length=0)
     assert len(results["exits"]) == exits.height
@@ -103,8 +117,13 @@ def test_results_follow_the_data_contract(example_run) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     expected_hash = hashlib.sha256((EXAMPLE / "pupils.csv").read_bytes()).hexdigest()
     assert manifest["inputs"]["pupils.csv"] == expected_hash
-    assert set(pl.read_csv(out / "schools.csv").columns) >= {"urn", "ehe_observed", "ehe_band",
-                                                             "audit", "audit_reasons"}  # fmt: skip
+    assert set(pl.read_csv(out / "schools.csv").columns) >= {
+        "urn",
+        "ehe_observed",
+        "ehe_band",
+        "audit",
+        "audit_reasons",
+    }
 
 
 def _profile_without_refit() -> Profile:
@@ -122,7 +141,9 @@ def example_dataset():
 
 def test_local_glm_observed_equals_expected_overall_and_by_sen(example_dataset) -> None:
     """The GLM's score equations: sum O = sum E overall and within each level of a main effect."""
-    result = run_audit(example_dataset, AuditOptions(profile=_profile_without_refit(), letters=False))
+    result = run_audit(
+        example_dataset, AuditOptions(profile=_profile_without_refit(), letters=False)
+    )
     for outcome in ("ehe", "unexplained"):
         totals = result.outcomes[outcome].schools
         assert totals["observed"].sum() == pytest.approx(totals["expected"].sum(), abs=1e-6)
@@ -148,7 +169,9 @@ def _ehe_cells(dataset):
 def test_robust_refit_balances_on_the_schools_it_kept(example_dataset) -> None:
     from offroll_audit import expected as exp
 
-    result = run_audit(example_dataset, AuditOptions(profile=load_profile("default"), letters=False))
+    result = run_audit(
+        example_dataset, AuditOptions(profile=load_profile("default"), letters=False)
+    )
     baseline = result.outcomes["ehe"].baseline
     assert baseline.excluded_urns, "the planted off-roller is beyond the Poisson limit"
     cells, case_mix = _ehe_cells(example_dataset)
@@ -169,8 +192,9 @@ def test_leave_one_out_matches_a_full_refit_without_the_school(example_dataset) 
     for urn in chosen:
         refit = exp.fit_local_rates(cells, case_mix, "main", exclude=[urn])
         expected_refit = exp.expected_by_cell(cells.filter(pl.col("urn") == urn), refit, case_mix)
-        expected_own = exp.expected_by_cell(cells.filter(pl.col("urn") == urn), refit, case_mix,
-                                            own.filter(pl.col("urn") == urn))  # fmt: skip
+        expected_own = exp.expected_by_cell(
+            cells.filter(pl.col("urn") == urn), refit, case_mix, own.filter(pl.col("urn") == urn)
+        )
         assert expected_own["expected"].sum() == pytest.approx(
             expected_refit["expected"].sum(), rel=1e-6
         )
@@ -189,21 +213,40 @@ def test_urn_restricts_the_report_not_the_baseline(example_run, tmp_path: Path) 
 
 def test_term_window_and_json_output(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
-    code = run_cli("audit", EXAMPLE, "--out", tmp_path / "aut", "--term", "2024-AUT",
-                   "--no-workbooks", "--no-letters", "--json")  # fmt: skip
+    code = run_cli(
+        "audit",
+        EXAMPLE,
+        "--out",
+        tmp_path / "aut",
+        "--term",
+        "2024-AUT",
+        "--no-workbooks",
+        "--no-letters",
+        "--json",
+    )
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["window"] == {"from": "2024-09-01", "to": "2024-12-31", "source": "term 2024-AUT"}
+    assert printed["window"] == {
+        "from": "2024-09-01",
+        "to": "2024-12-31",
+        "source": "term 2024-AUT",
+    }
     in_window = [e for e in printed["exits"] if e["in_window"]]
     assert in_window and all("2024-09-01" <= e["exit_date"] <= "2024-12-31" for e in in_window)
 
 
-def test_pseudonymise_replaces_every_pupil_id_and_never_writes_the_key(tmp_path: Path, monkeypatch) -> None:
+def test_pseudonymise_replaces_every_pupil_id_and_never_writes_the_key(
+    tmp_path: Path, monkeypatch
+) -> None:
     key = "a-secret-key-for-tests-only"
     monkeypatch.setenv("OFFROLL_AUDIT_KEY", key)
     out = tmp_path / "pseudo"
-    assert run_cli("audit", EXAMPLE, "--out", out, "--pseudonymise", "--no-workbooks",
-                   "--no-letters", "-q") == 0  # fmt: skip
+    assert (
+        run_cli(
+            "audit", EXAMPLE, "--out", out, "--pseudonymise", "--no-workbooks", "--no-letters", "-q"
+        )
+        == 0
+    )
     real_ids = set(pl.read_csv(EXAMPLE / "pupils.csv", columns=["pupil_id"])["pupil_id"])
     for path in out.rglob("*"):
         if path.is_file():
@@ -244,7 +287,9 @@ def test_a_failed_run_leaves_no_partial_output(tmp_path: Path, monkeypatch) -> N
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(report, "exits_csv_frame", broken)
-    assert run_cli("audit", EXAMPLE, "--out", tmp_path / "out", "--no-workbooks", "--no-letters") == 1
+    assert (
+        run_cli("audit", EXAMPLE, "--out", tmp_path / "out", "--no-workbooks", "--no-letters") == 1
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -268,8 +313,20 @@ def test_bad_options_exit_2(tmp_path: Path, capsys) -> None:
 
 def test_england_baseline_runs_and_says_what_it_left_out(tmp_path: Path) -> None:
     out = tmp_path / "eng"
-    assert run_cli("audit", EXAMPLE, "--out", out, "--baseline", "england", "--no-workbooks",
-                   "--no-letters", "-q") == 0  # fmt: skip
+    assert (
+        run_cli(
+            "audit",
+            EXAMPLE,
+            "--out",
+            out,
+            "--baseline",
+            "england",
+            "--no-workbooks",
+            "--no-letters",
+            "-q",
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["baseline"]["kind"] == "file"
     assert "England" in results["baseline"]["source"]
@@ -295,8 +352,20 @@ def test_fixtures_command_is_deterministic(tmp_path: Path) -> None:
 def test_other_methods(method: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(EXAMPLE.parent)  # a relative DATA path, as users type it
     out = tmp_path / method
-    assert run_cli("audit", EXAMPLE.name, "--out", out, "--method", method, "--no-workbooks",
-                   "--no-letters", "-q") == 0  # fmt: skip
+    assert (
+        run_cli(
+            "audit",
+            EXAMPLE.name,
+            "--out",
+            out,
+            "--method",
+            method,
+            "--no-workbooks",
+            "--no-letters",
+            "-q",
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["method"] == method
     block = results["overdispersion"]["ehe"]

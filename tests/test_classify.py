@@ -38,16 +38,27 @@ MID_TERM = date(2024, 11, 5)  # a Tuesday in the autumn term
 SPRING_CENSUS = census_day("2025-SPR")  # Thursday 16 January 2025
 
 EXPLAINED = {
-    "PERM_EXCLUSION", "END_OF_EDUCATION", "MOVED_AWAY", "EMIGRATED", "SPECIAL", "CUSTODY",
-    "DECEASED", "DUAL_ENDED",
-}  # fmt: skip
+    "PERM_EXCLUSION",
+    "END_OF_EDUCATION",
+    "MOVED_AWAY",
+    "EMIGRATED",
+    "SPECIAL",
+    "CUSTODY",
+    "DECEASED",
+    "DUAL_ENDED",
+}
 UNEXPLAINED = {"EHE", "CME", "AP", "INDEPENDENT", "OTHER"}
 
 # One school per phase; "none" is not in schools.csv. The roll fixes each school's
 # final year group (the highest year on roll).
 PRIMARY, SECONDARY, SIXTH_FORM, SPECIAL, AP, NO_PHASE = (
-    "100001", "100002", "100003", "100004", "100005", "100006",
-)  # fmt: skip
+    "100001",
+    "100002",
+    "100003",
+    "100004",
+    "100005",
+    "100006",
+)
 ROLL_YEARS = {
     PRIMARY: ["R", "1", "2", "3", "4", "5", "6"],
     SECONDARY: ["7", "8", "9", "10", "11"],
@@ -64,8 +75,12 @@ SCHOOL_ROWS = [
     {"urn": AP, "name": "Hazel PRU", "phase": "ap"},
 ]
 PHASE_URN = {
-    "primary": PRIMARY, "secondary": SECONDARY, "special": SPECIAL, "ap": AP, "none": NO_PHASE,
-}  # fmt: skip
+    "primary": PRIMARY,
+    "secondary": SECONDARY,
+    "special": SPECIAL,
+    "ap": AP,
+    "none": NO_PHASE,
+}
 NOT_FINAL_YEAR = {PRIMARY: "5", SECONDARY: "8", SPECIAL: "8", AP: "8", NO_PHASE: "8"}
 
 
@@ -78,17 +93,26 @@ def frame(table: str, rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
 def pupil(pupil_id: str, urn: str, **fields: Any) -> dict[str, Any]:
     """A pupil with no risk factors unless told otherwise."""
     row: dict[str, Any] = {
-        "pupil_id": pupil_id, "urn": urn, "year_group": "8", "sen_provision": "N",
-        "disadvantaged": False, "social_care": "none", "attendance": 0.97, "suspensions": 0,
-    }  # fmt: skip
+        "pupil_id": pupil_id,
+        "urn": urn,
+        "year_group": "8",
+        "sen_provision": "N",
+        "disadvantaged": False,
+        "social_care": "none",
+        "attendance": 0.97,
+        "suspensions": 0,
+    }
     row.update(fields)
     return row
 
 
 def roll() -> list[dict[str, Any]]:
     """One filler pupil in each year group of each school."""
-    return [pupil(f"F{urn}Y{year}", urn, year_group=year) for urn, years in ROLL_YEARS.items()
-            for year in years]  # fmt: skip
+    return [
+        pupil(f"F{urn}Y{year}", urn, year_group=year)
+        for urn, years in ROLL_YEARS.items()
+        for year in years
+    ]
 
 
 def run(
@@ -100,9 +124,12 @@ def run(
     schools: Sequence[dict[str, Any]] = tuple(SCHOOL_ROWS),
 ) -> pl.DataFrame:
     return classify_exits(
-        frame("exits", exits), frame("pupils", [*roll(), *pupils]), frame("schools", schools),
-        window, profile,
-    )  # fmt: skip
+        frame("exits", exits),
+        frame("pupils", [*roll(), *pupils]),
+        frame("schools", schools),
+        window,
+        profile,
+    )
 
 
 def one_exit(
@@ -113,9 +140,12 @@ def one_exit(
     """Classify a single exit of pupil P1 (by default an EHE from Year 8 of a secondary
     on a Tuesday in November, the LA notified the same day) and return its row."""
     row: dict[str, Any] = {
-        "pupil_id": "P1", "urn": SECONDARY, "exit_date": MID_TERM, "destination": "EHE",
+        "pupil_id": "P1",
+        "urn": SECONDARY,
+        "exit_date": MID_TERM,
+        "destination": "EHE",
         "la_notified_date": MID_TERM,
-    }  # fmt: skip
+    }
     row.update(exit_fields or {})
     out = run([row], [pupil("P1", row["urn"], **(pupil_fields or {}))], **options)
     assert out.height == 1
@@ -163,10 +193,16 @@ def combinations() -> dict[tuple[str, str, str], dict[str, Any]]:
     for i, (destination, address, phase) in enumerate(COMBINATIONS):
         urn = PHASE_URN[phase]
         pupils.append(pupil(f"C{i}", urn, year_group=NOT_FINAL_YEAR[urn]))
-        exits.append({
-            "pupil_id": f"C{i}", "urn": urn, "exit_date": MID_TERM, "destination": destination,
-            "address_changed": ADDRESS[address], "la_notified_date": MID_TERM,
-        })  # fmt: skip
+        exits.append(
+            {
+                "pupil_id": f"C{i}",
+                "urn": urn,
+                "exit_date": MID_TERM,
+                "destination": destination,
+                "address_changed": ADDRESS[address],
+                "la_notified_date": MID_TERM,
+            }
+        )
     out = run(exits, pupils)
     assert out.height == len(COMBINATIONS)
     return {combo: out.row(i, named=True) for i, combo in enumerate(COMBINATIONS)}
@@ -213,10 +249,14 @@ def test_school_move_rule_comes_from_profile() -> None:
 
 def test_every_exit_returned_in_order_with_unknown_pupils() -> None:
     exits = [
-        {"pupil_id": f"X{i}", "urn": SECONDARY, "exit_date": MID_TERM + timedelta(days=i),
-         "destination": destination}
+        {
+            "pupil_id": f"X{i}",
+            "urn": SECONDARY,
+            "exit_date": MID_TERM + timedelta(days=i),
+            "destination": destination,
+        }
         for i, destination in enumerate(codes.DESTINATIONS)
-    ]  # fmt: skip
+    ]
     out = run(exits)  # none of these pupils is on the roll
     assert out.get_column("pupil_id").to_list() == [e["pupil_id"] for e in exits]
     assert out.get_column("explained").null_count() == 0
@@ -253,10 +293,15 @@ def test_final_year_transition(
     urn: str, year: str, exit_date: date, destination: str, explained: bool
 ) -> None:
     row = one_exit(
-        {"urn": urn, "exit_date": exit_date, "destination": destination,
-         "la_notified_date": exit_date},
-        {"year_group": year}, window=SCHOOL_YEAR,
-    )  # fmt: skip
+        {
+            "urn": urn,
+            "exit_date": exit_date,
+            "destination": destination,
+            "la_notified_date": exit_date,
+        },
+        {"year_group": year},
+        window=SCHOOL_YEAR,
+    )
     assert row["explained"] is explained
     assert_plain_sentence(row["why"])
     assert ("final year" in row["why"]) is explained
@@ -518,9 +563,14 @@ def test_flag_text_is_plain_english() -> None:
 def test_late_notification_when_never_notified() -> None:
     exits = [
         {"pupil_id": "P1", "urn": SECONDARY, "exit_date": MID_TERM, "destination": "EHE"},
-        {"pupil_id": "P2", "urn": SECONDARY, "exit_date": MID_TERM, "destination": "EHE",
-         "la_notified_date": MID_TERM},
-    ]  # fmt: skip
+        {
+            "pupil_id": "P2",
+            "urn": SECONDARY,
+            "exit_date": MID_TERM,
+            "destination": "EHE",
+            "la_notified_date": MID_TERM,
+        },
+    ]
     out = run(exits, [pupil("P1", SECONDARY), pupil("P2", SECONDARY)])
     flagged = ["LATE_NOTIFICATION" in flags for flags in out.get_column("flags")]
     assert flagged == [True, False]
@@ -535,21 +585,37 @@ def test_no_late_notification_when_the_column_was_not_collected() -> None:
 @pytest.mark.parametrize(
     ("setting", "exit_fields", "pupil_fields", "flag"),
     [
-        ({"after_suspension_days": 10},
-         {"last_suspension_date": MID_TERM - timedelta(days=11)}, {}, "AFTER_SUSPENSION"),
-        ({"returned_within_weeks": 4},
-         {"returned_date": MID_TERM + timedelta(weeks=4, days=1)}, {}, "RETURNED_QUICKLY"),
-        ({"late_notification_school_days": 10},
-         {"la_notified_date": date(2024, 11, 19)}, {}, "LATE_NOTIFICATION"),
+        (
+            {"after_suspension_days": 10},
+            {"last_suspension_date": MID_TERM - timedelta(days=11)},
+            {},
+            "AFTER_SUSPENSION",
+        ),
+        (
+            {"returned_within_weeks": 4},
+            {"returned_date": MID_TERM + timedelta(weeks=4, days=1)},
+            {},
+            "RETURNED_QUICKLY",
+        ),
+        (
+            {"late_notification_school_days": 10},
+            {"la_notified_date": date(2024, 11, 19)},
+            {},
+            "LATE_NOTIFICATION",
+        ),
         ({"persistent_absence_below": 0.8}, {}, {"attendance": 0.85}, "LOW_ATTENDANCE"),
         ({"pre_census_days": 30}, {}, {"year_group": "11"}, "KS4_PRE_CENSUS"),
         ({"pre_census_years": ["11"]}, {}, {"year_group": "10"}, "KS4_PRE_CENSUS"),
         ({"vulnerable_if_disadvantaged": False}, {}, {"disadvantaged": True}, "EHE_VULNERABLE"),
         ({"vulnerable_sen": ["E"]}, {}, {"sen_provision": "K"}, "EHE_VULNERABLE"),
-        ({"pressure_reasons": ["SCHOOL_PRESSURE"]}, {"reason": "RISK_OF_EXCLUSION"}, {},
-         "SCHOOL_PRESSURE_REASON"),
+        (
+            {"pressure_reasons": ["SCHOOL_PRESSURE"]},
+            {"reason": "RISK_OF_EXCLUSION"},
+            {},
+            "SCHOOL_PRESSURE_REASON",
+        ),
     ],
-)  # fmt: skip
+)
 def test_flag_thresholds_come_from_profile(
     setting: dict[str, Any], exit_fields: dict[str, Any], pupil_fields: dict[str, Any], flag: str
 ) -> None:
@@ -599,7 +665,7 @@ def test_school_days_between_skips_weekends_and_keeps_nulls() -> None:
         ({"social_care": "CIN", "sen_provision": "E", "disadvantaged": True}, {}, 6, "red"),
         ({}, {"destination": "CME"}, 4, "red"),
     ],
-)  # fmt: skip
+)
 def test_rag_score_from_profile_points(
     pupil_fields: dict[str, Any], exit_fields: dict[str, Any], score: int, rag: str
 ) -> None:
@@ -636,11 +702,21 @@ def test_special_no_consent_is_always_red() -> None:
 
 def test_previous_ehe_scores() -> None:
     exits = [
-        {"pupil_id": "P1", "urn": PRIMARY, "exit_date": date(2024, 9, 10), "destination": "EHE",
-         "la_notified_date": date(2024, 9, 10)},
-        {"pupil_id": "P1", "urn": SECONDARY, "exit_date": MID_TERM, "destination": "EHE",
-         "la_notified_date": MID_TERM},
-    ]  # fmt: skip
+        {
+            "pupil_id": "P1",
+            "urn": PRIMARY,
+            "exit_date": date(2024, 9, 10),
+            "destination": "EHE",
+            "la_notified_date": date(2024, 9, 10),
+        },
+        {
+            "pupil_id": "P1",
+            "urn": SECONDARY,
+            "exit_date": MID_TERM,
+            "destination": "EHE",
+            "la_notified_date": MID_TERM,
+        },
+    ]
     out = run(exits, [pupil("P1", PRIMARY, year_group="4"), pupil("P1", SECONDARY)])
     assert out.get_column("rag_score").to_list() == [0, 2]
     assert out.get_column("rag").to_list() == ["green", "amber"]
@@ -672,8 +748,14 @@ def test_only_ehe_and_cme_are_rated(destination: str) -> None:
 
 def test_flag_counts_counts_in_window_exits_only() -> None:
     def ehe(pid: str, urn: str, day: date, **more: Any) -> dict[str, Any]:
-        return {"pupil_id": pid, "urn": urn, "exit_date": day, "destination": "EHE",
-                "la_notified_date": day, **more}  # fmt: skip
+        return {
+            "pupil_id": pid,
+            "urn": urn,
+            "exit_date": day,
+            "destination": "EHE",
+            "la_notified_date": day,
+            **more,
+        }
 
     exits = [
         ehe("A1", SECONDARY, MID_TERM),
@@ -682,9 +764,14 @@ def test_flag_counts_counts_in_window_exits_only() -> None:
         ehe("A4", SECONDARY, AUTUMN.start - timedelta(days=1)),  # before the window
         ehe("A5", SECONDARY, AUTUMN.end + timedelta(days=1)),  # after it
         ehe("B1", PRIMARY, MID_TERM, reason="SCHOOL_PRESSURE"),
-        {"pupil_id": "B2", "urn": PRIMARY, "exit_date": MID_TERM, "destination": "CME",
-         "la_notified_date": MID_TERM},
-    ]  # fmt: skip
+        {
+            "pupil_id": "B2",
+            "urn": PRIMARY,
+            "exit_date": MID_TERM,
+            "destination": "CME",
+            "la_notified_date": MID_TERM,
+        },
+    ]
     pupils = [pupil(e["pupil_id"], e["urn"], sen_provision="K") for e in exits]
     out = run(exits, pupils)
     assert out.get_column("in_window").to_list() == [True, True, True, False, False, True, True]
@@ -704,8 +791,16 @@ def test_flag_counts_counts_in_window_exits_only() -> None:
 def test_empty_exits() -> None:
     out = run([])
     assert out.height == 0
-    assert {"explained", "why", "in_window", "special_school", "flags", "rag", "rag_score",
-            "rag_why"} <= set(out.columns)  # fmt: skip
+    assert {
+        "explained",
+        "why",
+        "in_window",
+        "special_school",
+        "flags",
+        "rag",
+        "rag_score",
+        "rag_why",
+    } <= set(out.columns)
     assert flag_counts(out).height == 0
 
 
@@ -725,15 +820,27 @@ def dual_registered() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     pupils, exits = [], []
     pairs = [(SECONDARY, AP, "9"), (PRIMARY, SPECIAL, "5"), (NO_PHASE, SECONDARY, "9")]
     for i, (urn, other, year) in enumerate(pairs):
-        pupils += [pupil(f"D{i}", urn, sen_provision="K", year_group=year),
-                   pupil(f"D{i}", other, social_care="CLA", year_group=year)]  # fmt: skip
+        pupils += [
+            pupil(f"D{i}", urn, sen_provision="K", year_group=year),
+            pupil(f"D{i}", other, social_care="CLA", year_group=year),
+        ]
         exits += [
-            {"pupil_id": f"D{i}", "urn": urn, "exit_date": MID_TERM, "destination": "EHE",
-             "family_id": f"H{i}"},
-            {"pupil_id": f"D{i}", "urn": other, "exit_date": MID_TERM, "destination": "DUAL_ENDED",
-             "la_placed": True},
+            {
+                "pupil_id": f"D{i}",
+                "urn": urn,
+                "exit_date": MID_TERM,
+                "destination": "EHE",
+                "family_id": f"H{i}",
+            },
+            {
+                "pupil_id": f"D{i}",
+                "urn": other,
+                "exit_date": MID_TERM,
+                "destination": "DUAL_ENDED",
+                "la_placed": True,
+            },
             {"pupil_id": f"D{i}", "urn": "199999", "exit_date": MID_TERM, "destination": "CME"},
-        ]  # fmt: skip
+        ]
     return exits, pupils
 
 
@@ -781,14 +888,21 @@ def test_school_context_describes_every_school_on_the_roll() -> None:
         y[-1] for _, y in sorted(ROLL_YEARS.items())
     ]
     assert context.get_column("phase").cast(pl.String).to_list() == [
-        "primary", "secondary", "secondary", "special", "ap", None,
-    ]  # fmt: skip
+        "primary",
+        "secondary",
+        "secondary",
+        "special",
+        "ap",
+        None,
+    ]
 
 
 def test_add_rag_again_replaces_the_rating() -> None:
     """The letters stage adds TEMPLATED_LETTER to an exit's flags and rates it again."""
-    out = run([{"pupil_id": "P1", "urn": SECONDARY, "exit_date": MID_TERM, "destination": "EHE"}],
-              [pupil("P1", SECONDARY, sen_provision="K")])  # fmt: skip
+    out = run(
+        [{"pupil_id": "P1", "urn": SECONDARY, "exit_date": MID_TERM, "destination": "EHE"}],
+        [pupil("P1", SECONDARY, sen_provision="K")],
+    )
     assert out.get_column("rag_score").to_list() == [1]
     flagged = out.with_columns(pl.col("flags").list.concat(pl.lit(["TEMPLATED_LETTER"])))
     again = add_rag(flagged, DEFAULT)

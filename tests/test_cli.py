@@ -83,3 +83,13 @@ def test_internal_error_is_one_line_without_locals(monkeypatch, capsys, tmp_path
     assert "internal error: ValueError" in err
     assert "Traceback" not in err and "PUPIL-RECORD" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("check", [["check"], ["format", "--check"]])
+def test_code_is_ruff_clean(check: list[str]) -> None:
+    from offroll_audit.profile import PROJECT_ROOT
+
+    run = subprocess.run(
+        [sys.executable, "-m", "ruff", *check, str(PROJECT_ROOT)], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout[-2000:]

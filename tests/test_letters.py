@@ -53,7 +53,8 @@ def docx_bytes(body: str = "Body paragraph one.") -> bytes:
         f"<w:document {NAMESPACES}><w:body>{_para(body)}"
         f"<w:tbl><w:tr><w:tc>{_para('Cell A')}</w:tc><w:tc>{_para('Cell B')}</w:tc></w:tr></w:tbl>"
         "<w:p><w:r><mc:AlternateContent>"
-        f"<mc:Choice Requires='wps'><w:drawing><wps:txbx>{text_box}</wps:txbx></w:drawing></mc:Choice>"
+        "<mc:Choice Requires='wps'><w:drawing>"
+        f"<wps:txbx>{text_box}</wps:txbx></w:drawing></mc:Choice>"
         f"<mc:Fallback><w:pict><v:shape><v:textbox>{text_box}</v:textbox></v:shape></w:pict></mc:Fallback>"
         f"</mc:AlternateContent></w:r>{_run('Anchor paragraph.')}</w:p>"
         "<w:p><w:del><w:r><w:delText>deleted words</w:delText></w:r></w:del></w:p>"
@@ -76,7 +77,8 @@ def docx_bytes(body: str = "Body paragraph one.") -> bytes:
             "<Company>Oakfield Academy</Company></Properties>"
         ),
         "word/settings.xml": (
-            f"<w:settings {NAMESPACES}><w:rsids><w:rsidRoot w:val='00A1B2C3'/></w:rsids></w:settings>"
+            f"<w:settings {NAMESPACES}>"
+            "<w:rsids><w:rsidRoot w:val='00A1B2C3'/></w:rsids></w:settings>"
         ),
     }
     buffer = io.BytesIO()
@@ -88,9 +90,11 @@ def docx_bytes(body: str = "Body paragraph one.") -> bytes:
 
 def pdf_bytes(lines: list[str], author: str = "A Parent") -> bytes:
     """A one-page PDF with a Helvetica text layer (or none when `lines` is empty)."""
-    ops = b"BT /F1 11 Tf 14 TL 50 780 Td " + b"".join(
-        b"(" + line.encode("latin-1") + b") Tj T* " for line in lines
-    ) + b"ET"
+    ops = (
+        b"BT /F1 11 Tf 14 TL 50 780 Td "
+        + b"".join(b"(" + line.encode("latin-1") + b") Tj T* " for line in lines)
+        + b"ET"
+    )
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [5 0 R] /Count 1 >>",
@@ -162,7 +166,7 @@ def test_docx_written_by_python_docx(letters_root: Path) -> None:
     document.save(letters_root / "p.docx")
     got = extract_letter(letters_root / "p.docx", letters_root)
     assert "Letterhead of Oak School" in got.text and "Tutor group 10B" in got.text
-    assert got.metadata["author"] == "Ms Teacher" and "rsid_root" not in got.metadata or True
+    assert (got.metadata["author"] == "Ms Teacher" and "rsid_root" not in got.metadata) or True
 
 
 def test_pdf_text_layer_and_metadata(letters_root: Path) -> None:
@@ -204,7 +208,11 @@ def _zip_bomb() -> bytes:
     ],
 )
 def test_bad_files_warn_without_raising(letters_root: Path, name: str, content, expected) -> None:
-    built = {"bomb.docx": _zip_bomb, "secret.pdf": _encrypted_pdf, "empty.pdf": lambda: pdf_bytes([])}
+    built = {
+        "bomb.docx": _zip_bomb,
+        "secret.pdf": _encrypted_pdf,
+        "empty.pdf": lambda: pdf_bytes([]),
+    }
     (letters_root / name).write_bytes(content if content is not None else built[name]())
     got = extract_letter(letters_root / name, letters_root)
     assert got.text == "" and got.warning is not None
@@ -227,11 +235,19 @@ def test_paths_leaving_letters_are_never_opened(letters_root: Path, monkeypatch)
     (letters_root / "sub" / "alias.txt").symlink_to(letters_root / "inner.txt")
     opened: list[str] = []
     real_open = os.open
-    monkeypatch.setattr(extract.os, "open", lambda p, *a, **k: (opened.append(str(p)), real_open(p, *a, **k))[1])
-    for path in (letters_root / "link.txt", letters_root / ".." / "secret.txt", secret,
-                 letters_root / "sub" / "alias.txt"):  # fmt: skip
+    monkeypatch.setattr(
+        extract.os, "open", lambda p, *a, **k: (opened.append(str(p)), real_open(p, *a, **k))[1]
+    )
+    for path in (
+        letters_root / "link.txt",
+        letters_root / ".." / "secret.txt",
+        secret,
+        letters_root / "sub" / "alias.txt",
+    ):
         got = extract_letter(path, letters_root)
-        assert got.text == "" and ("outside letters/" in got.warning or "symbolic link" in got.warning)
+        assert got.text == "" and (
+            "outside letters/" in got.warning or "symbolic link" in got.warning
+        )
         assert "private" not in got.warning
     assert opened == []
     assert extract_letter(letters_root / "inner.txt", letters_root).text == "fine"
@@ -296,7 +312,7 @@ def test_lsh_bands_find_95_percent_of_pairs_at_jaccard_half() -> None:
     assert found[(32, 4)] < 0.93
 
 
-# --------------------------------------------------------------------------- detection on small letters
+# ------------------------------------------------------------------ detection on small letters
 
 PUBLIC = (
     "Dear Headteacher, Please accept this letter as formal notification that I am withdrawing "
@@ -315,9 +331,14 @@ SCHOOL = (
     "will return any coursework and equipment and the attendance officer will close the file. "
     "Tutor group 10B. Signed by the parent or carer and witnessed by the head of year."
 )
-FILLERS = ["He loves drawing dragons.", "She has been anxious since September.",
-           "We will follow a project approach.", "Thank you for your help over the years.",
-           "Our tutor starts next week.", "He is keen on chess and coding."]  # fmt: skip
+FILLERS = [
+    "He loves drawing dragons.",
+    "She has been anxious since September.",
+    "We will follow a project approach.",
+    "Thank you for your help over the years.",
+    "Our tutor starts next week.",
+    "He is keen on chess and coding.",
+]
 
 
 def _copy(template: str, rng: np.random.Generator, family: int) -> str:
@@ -327,8 +348,11 @@ def _copy(template: str, rng: np.random.Generator, family: int) -> str:
         sentences.pop(int(rng.integers(1, len(sentences))))
     sentences.insert(len(sentences) - 1, FILLERS[family % len(FILLERS)])
     names = ["Amelia Brown", "Noah Patel", "Ivy Khan", "Leo Walsh", "Ava Singh", "Kai Nowak"]
-    return (f"{12 + family} Mill Lane\n{dt.date(2024, 11, 1 + family % 20):%d/%m/%Y}\n\n"
-            + ". ".join(sentences) + f"\n\nYours sincerely,\n{names[family % len(names)]}")  # fmt: skip
+    return (
+        f"{12 + family} Mill Lane\n{dt.date(2024, 11, 1 + family % 20):%d/%m/%Y}\n\n"
+        + ". ".join(sentences)
+        + f"\n\nYours sincerely,\n{names[family % len(names)]}"
+    )
 
 
 def _free_text(rng: np.random.Generator) -> str:
@@ -336,7 +360,9 @@ def _free_text(rng: np.random.Generator) -> str:
     return " ".join("".join(rng.choice(letters, 6)) for _ in range(120))
 
 
-def _frame(rows: list[tuple[str, str, str | None, str]], dates: list[dt.date] | None = None) -> pl.DataFrame:
+def _frame(
+    rows: list[tuple[str, str, str | None, str]], dates: list[dt.date] | None = None
+) -> pl.DataFrame:
     """letter_id, urn, family_id, text."""
     frame = pl.DataFrame(rows, schema=["letter_id", "urn", "family_id", "text"], orient="row")
     received = dates or [dt.date(2024, 11, 4)] * frame.height
@@ -353,7 +379,9 @@ SCHOOLS = pl.DataFrame(
 
 
 def _verdict_of(result, letter_ids: list[str]) -> set[str]:
-    return set(result.letters.filter(pl.col("letter_id").is_in(letter_ids))["verdict"].cast(pl.String))
+    return set(
+        result.letters.filter(pl.col("letter_id").is_in(letter_ids))["verdict"].cast(pl.String)
+    )
 
 
 def _mixed_letters() -> pl.DataFrame:
@@ -394,7 +422,15 @@ def test_results_are_deterministic_and_shaped() -> None:
     first = detect_templates(letters, SCHOOLS)
     second = detect_templates(letters.reverse(), SCHOOLS)
     assert first.clusters == second.clusters
-    assert first.letters.columns == ["letter_id", "urn", "cluster_id", "verdict", "similarity", "words", "warning"]
+    assert first.letters.columns == [
+        "letter_id",
+        "urn",
+        "cluster_id",
+        "verdict",
+        "similarity",
+        "words",
+        "warning",
+    ]
     assert first.letters.height == letters.height
     clustered = first.letters.filter(pl.col("cluster_id").is_not_null())
     assert clustered["similarity"].min() >= 0.5 and clustered["similarity"].max() <= 1.0
@@ -437,7 +473,10 @@ def test_known_template_makes_a_one_school_cluster_public() -> None:
     assert plain.clusters[0]["verdict"] == "school_template"
     known = detect_templates(_frame(rows), SCHOOLS, known_templates={"charity-sample": PUBLIC})
     [cluster] = known.clusters
-    assert cluster["verdict"] == "shared_public_template" and cluster["known_template"] == "charity-sample"
+    assert (
+        cluster["verdict"] == "shared_public_template"
+        and cluster["known_template"] == "charity-sample"
+    )
     unrelated = detect_templates(_frame(rows), SCHOOLS, known_templates={"other": SCHOOL})
     assert unrelated.clusters[0]["verdict"] == "school_template"
 
@@ -454,7 +493,9 @@ def test_run_together_pdf_text_joins_its_template_by_characters() -> None:
 
 def test_unreadable_and_short_letters_are_left_out_with_warnings() -> None:
     rows = [("E1", "100006", "a", None), ("E2", "100006", "b", "Please deregister Tom. Thanks")]
-    frame = _frame(rows).with_columns(warning=pl.Series(["letter e1.pdf: is an encrypted PDF", None]))
+    frame = _frame(rows).with_columns(
+        warning=pl.Series(["letter e1.pdf: is an encrypted PDF", None])
+    )
     result = detect_templates(frame, SCHOOLS)
     assert result.letters["verdict"].cast(pl.String).to_list() == ["unique", "unique"]
     assert result.letters["warning"][0] == "letter e1.pdf: is an encrypted PDF"
@@ -468,32 +509,39 @@ def test_unreadable_and_short_letters_are_left_out_with_warnings() -> None:
 def test_shared_document_metadata_is_a_signal() -> None:
     rng = np.random.default_rng(8)
     rows = [(f"M{k}", "100007", f"f{k}", _copy(SCHOOL, rng, k)) for k in range(3)]
-    metadata = pl.Series("metadata", [{"author": "J Hollis", "rsid_root": "00ABCDEF", "template": "Normal.dotm"}] * 3)
+    metadata = pl.Series(
+        "metadata", [{"author": "J Hollis", "rsid_root": "00ABCDEF", "template": "Normal.dotm"}] * 3
+    )
     result = detect_templates(_frame(rows).with_columns(metadata), SCHOOLS)
     details = [s["detail"] for s in result.clusters[0]["signals"] if s["code"] == "SAME_METADATA"]
     assert any("J Hollis" in d for d in details) and any("00ABCDEF" in d for d in details)
     assert not any("Normal.dotm" in d for d in details)  # everyone's default template
 
 
-# --------------------------------------------------------------------------- accuracy on the generator
+# ------------------------------------------------------------------ accuracy on the generator
 
 
 def _synthetic_la(rng: np.random.Generator, schools: int = 40, per_school: int = 25):
     urns = [str(100001 + i) for i in range(schools)]
     trusts = [f"Trust {i // 4}" if i < 12 else None for i in range(schools)]
-    school_frame = pl.DataFrame({"urn": urns, "name": [f"School {u}" for u in urns],
-                                 "trust": trusts, "phase": "secondary"})  # fmt: skip
+    school_frame = pl.DataFrame(
+        {"urn": urns, "name": [f"School {u}" for u in urns], "trust": trusts, "phase": "secondary"}
+    )
     n = schools * per_school
     family = np.arange(n)
     siblings = np.flatnonzero(rng.random(n) < 0.12)
     family[siblings] = np.maximum(siblings - 1, 0)
-    exits = pl.DataFrame({
-        "pupil_id": [f"P{i:05d}" for i in range(n)],
-        "urn": np.repeat(urns, per_school),
-        "family_id": [f"F{f:05d}" for f in family],
-        "exit_date": [dt.date(2024, 9, 2) + dt.timedelta(days=int(d)) for d in rng.integers(0, 110, n)],
-        "year_group": rng.choice(["7", "8", "9", "10", "11"], n).tolist(),
-    })  # fmt: skip
+    exits = pl.DataFrame(
+        {
+            "pupil_id": [f"P{i:05d}" for i in range(n)],
+            "urn": np.repeat(urns, per_school),
+            "family_id": [f"F{f:05d}" for f in family],
+            "exit_date": [
+                dt.date(2024, 9, 2) + dt.timedelta(days=int(d)) for d in rng.integers(0, 110, n)
+            ],
+            "year_group": rng.choice(["7", "8", "9", "10", "11"], n).tolist(),
+        }
+    )
     return school_frame, exits
 
 
@@ -503,11 +551,17 @@ def test_accuracy_on_synthetic_letters(tmp_path: Path) -> None:
     for seed in (11, 12):
         rng = np.random.default_rng(seed)
         schools, exits = _synthetic_la(rng)
-        template_schools = [str(100001 + i) for i in rng.choice(np.arange(12, 40), 4, replace=False)]
+        template_schools = [
+            str(100001 + i) for i in rng.choice(np.arange(12, 40), 4, replace=False)
+        ]
         out = tmp_path / str(seed)
-        manifest, _, truth = synthetic.write_letters(out, exits, schools, rng, template_schools, ["100001", "100002"])
+        manifest, _, truth = synthetic.write_letters(
+            out, exits, schools, rng, template_schools, ["100001", "100002"]
+        )
         root = out / "letters"
-        letters = read_letter_texts(manifest.with_columns(path=pl.lit(f"{root}/") + pl.col("file")), root)
+        letters = read_letter_texts(
+            manifest.with_columns(path=pl.lit(f"{root}/") + pl.col("file")), root
+        )
         result = detect_templates(letters, schools)
         kinds += [truth[i]["kind"] for i in result.letters["letter_id"]]
         verdicts += result.letters["verdict"].cast(pl.String).to_list()

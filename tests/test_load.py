@@ -66,8 +66,9 @@ def base_frames(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pl.DataFr
     return {t: canonical(getattr(dataset, t), t) for t in CANONICAL}
 
 
-def find(problems: list[Problem], file: str, row: int | None, column: str | None,
-         fragment: str) -> Problem | None:  # fmt: skip
+def find(
+    problems: list[Problem], file: str, row: int | None, column: str | None, fragment: str
+) -> Problem | None:
     for p in problems:
         text = f"{p.message} {p.hint}".lower()
         if (p.file, p.row, p.column) == (file, row, column) and fragment.lower() in text:
@@ -75,8 +76,9 @@ def find(problems: list[Problem], file: str, row: int | None, column: str | None
     return None
 
 
-def assert_reported(problems: list[Problem], file: str, row: int | None, column: str | None,
-                    fragment: str) -> None:  # fmt: skip
+def assert_reported(
+    problems: list[Problem], file: str, row: int | None, column: str | None, fragment: str
+) -> None:
     if find(problems, file, row, column, fragment) is None:
         shown = "\n".join(p.line() for p in problems)
         raise AssertionError(f"no problem ({file}, {row}, {column}, {fragment!r}) in:\n{shown}")
@@ -93,8 +95,9 @@ def write_xlsx(path: Path, rows: list[list[object]]) -> None:
 def file_hashes(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()
-    }  # fmt: skip
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 def drop_column(table: Table, column: str) -> None:
@@ -239,140 +242,327 @@ def semicolons(folder: Path) -> None:
 
 
 BAD: list[Bad] = [
-    Bad("pupils_file_missing", [("pupils.csv", None, None, "pupils table is missing")],
-        tables=without("pupils")),
-    Bad("exits_file_missing", [("exits.csv", None, None, "exits table is missing")],
-        tables=without("exits")),
-    Bad("two_files_one_stem", [("pupils.csv and pupils.xlsx", None, None, "two files")],
-        files=lambda f: write_xlsx(f / "pupils.xlsx", [["pupil_id"], ["P1"]])),
-    Bad("required_column_missing", [("pupils.csv", 1, "social_care", "required column")],
-        tables=column_dropped("pupils", "social_care")),
-    Bad("required_exits_column_missing", [("exits.csv", 1, "exit_date", "required column")],
-        tables=column_dropped("exits", "exit_date")),
-    Bad("destination_and_ground_columns_missing",
+    Bad(
+        "pupils_file_missing",
+        [("pupils.csv", None, None, "pupils table is missing")],
+        tables=without("pupils"),
+    ),
+    Bad(
+        "exits_file_missing",
+        [("exits.csv", None, None, "exits table is missing")],
+        tables=without("exits"),
+    ),
+    Bad(
+        "two_files_one_stem",
+        [("pupils.csv and pupils.xlsx", None, None, "two files")],
+        files=lambda f: write_xlsx(f / "pupils.xlsx", [["pupil_id"], ["P1"]]),
+    ),
+    Bad(
+        "required_column_missing",
+        [("pupils.csv", 1, "social_care", "required column")],
+        tables=column_dropped("pupils", "social_care"),
+    ),
+    Bad(
+        "required_exits_column_missing",
+        [("exits.csv", 1, "exit_date", "required column")],
+        tables=column_dropped("exits", "exit_date"),
+    ),
+    Bad(
+        "destination_and_ground_columns_missing",
         [("exits.csv", 1, "destination", "required column")],
-        tables=edits(column_dropped("exits", "destination"), column_dropped("exits", "ground"))),
-    Bad("ambiguous_columns", [("pupils.csv", 1, "pupil_id", "several columns")],
-        tables=ambiguous_header),
-    Bad("duplicated_header", [("pupils.csv", 1, "urn", "appears twice")],
-        tables=duplicated_header),
-    Bad("bad_urn", [("pupils.csv", 3, "urn", "not a valid urn")],
-        tables=cell("pupils", 3, "urn", "10001")),
-    Bad("bad_year_group", [("pupils.csv", 3, "year_group", "not a valid year_group")],
-        tables=cell("pupils", 3, "year_group", "15")),
-    Bad("bad_sen_provision", [("pupils.csv", 4, "sen_provision", "'X' is not a valid")],
-        tables=cell("pupils", 4, "sen_provision", "X")),
-    Bad("bad_boolean", [("pupils.csv", 2, "disadvantaged", "'maybe' is not a valid")],
-        tables=cell("pupils", 2, "disadvantaged", "maybe")),
-    Bad("bad_optional_boolean", [("exits.csv", 3, "address_changed", "not a valid")],
-        tables=cell("exits", 3, "address_changed", "moved")),
-    Bad("bad_social_care", [("pupils.csv", 5, "social_care", "'LAC' is not a valid")],
-        tables=cell("pupils", 5, "social_care", "LAC")),
-    Bad("bad_date", [("exits.csv", 2, "exit_date", "'2024-13-01' is not a valid")],
-        tables=cell("exits", 2, "exit_date", "2024-13-01")),
-    Bad("impossible_uk_date", [("exits.csv", 3, "exit_date", "not a valid exit_date")],
-        tables=cell("exits", 3, "exit_date", "31/02/2024")),
-    Bad("us_date", [("exits.csv", 3, "exit_date", "not a valid exit_date")],
-        tables=cell("exits", 3, "exit_date", "11/25/2024")),
-    Bad("bad_optional_date", [("pupils.csv", 6, "on_roll_from", "not a valid on_roll_from")],
-        tables=cell("pupils", 6, "on_roll_from", "sometime")),
-    Bad("bad_destination", [("exits.csv", 3, "destination", "'HOME' is not a valid")],
-        tables=cell("exits", 3, "destination", "HOME")),
-    Bad("ground_does_not_decide_destination",
+        tables=edits(column_dropped("exits", "destination"), column_dropped("exits", "ground")),
+    ),
+    Bad(
+        "ambiguous_columns",
+        [("pupils.csv", 1, "pupil_id", "several columns")],
+        tables=ambiguous_header,
+    ),
+    Bad("duplicated_header", [("pupils.csv", 1, "urn", "appears twice")], tables=duplicated_header),
+    Bad(
+        "bad_urn",
+        [("pupils.csv", 3, "urn", "not a valid urn")],
+        tables=cell("pupils", 3, "urn", "10001"),
+    ),
+    Bad(
+        "bad_year_group",
+        [("pupils.csv", 3, "year_group", "not a valid year_group")],
+        tables=cell("pupils", 3, "year_group", "15"),
+    ),
+    Bad(
+        "bad_sen_provision",
+        [("pupils.csv", 4, "sen_provision", "'X' is not a valid")],
+        tables=cell("pupils", 4, "sen_provision", "X"),
+    ),
+    Bad(
+        "bad_boolean",
+        [("pupils.csv", 2, "disadvantaged", "'maybe' is not a valid")],
+        tables=cell("pupils", 2, "disadvantaged", "maybe"),
+    ),
+    Bad(
+        "bad_optional_boolean",
+        [("exits.csv", 3, "address_changed", "not a valid")],
+        tables=cell("exits", 3, "address_changed", "moved"),
+    ),
+    Bad(
+        "bad_social_care",
+        [("pupils.csv", 5, "social_care", "'LAC' is not a valid")],
+        tables=cell("pupils", 5, "social_care", "LAC"),
+    ),
+    Bad(
+        "bad_date",
+        [("exits.csv", 2, "exit_date", "'2024-13-01' is not a valid")],
+        tables=cell("exits", 2, "exit_date", "2024-13-01"),
+    ),
+    Bad(
+        "impossible_uk_date",
+        [("exits.csv", 3, "exit_date", "not a valid exit_date")],
+        tables=cell("exits", 3, "exit_date", "31/02/2024"),
+    ),
+    Bad(
+        "us_date",
+        [("exits.csv", 3, "exit_date", "not a valid exit_date")],
+        tables=cell("exits", 3, "exit_date", "11/25/2024"),
+    ),
+    Bad(
+        "bad_optional_date",
+        [("pupils.csv", 6, "on_roll_from", "not a valid on_roll_from")],
+        tables=cell("pupils", 6, "on_roll_from", "sometime"),
+    ),
+    Bad(
+        "bad_destination",
+        [("exits.csv", 3, "destination", "'HOME' is not a valid")],
+        tables=cell("exits", 3, "destination", "HOME"),
+    ),
+    Bad(
+        "ground_does_not_decide_destination",
         [("exits.csv", 3, "destination", "ground does not decide")],
-        tables=cell("exits", 3, "destination", "")),
-    Bad("destination_and_ground_empty", [("exits.csv", 2, "destination", "destination is empty")],
-        tables=edits(cell("exits", 2, "destination", ""), cell("exits", 2, "ground", "NA"))),
-    Bad("invalid_reason", [("exits.csv", 2, "reason", "'BORED' is not a valid reason")],
-        tables=cell("exits", 2, "reason", "BORED")),
-    Bad("invalid_sen_need", [("pupils.csv", 3, "sen_need", "'ADHD' is not a valid")],
-        tables=cell("pupils", 3, "sen_need", "ADHD")),
-    Bad("attendance_above_one", [("pupils.csv", 4, "attendance", "between 0 and 1")],
-        tables=cell("pupils", 4, "attendance", "1.2")),
-    Bad("attendance_above_100_percent", [("pupils.csv", 2, "attendance", "between 0 and 1")],
-        tables=cell("pupils", 2, "attendance", "150%")),
-    Bad("attendance_not_a_number", [("pupils.csv", 2, "attendance", "not a valid attendance")],
-        tables=cell("pupils", 2, "attendance", "good")),
-    Bad("negative_suspensions", [("pupils.csv", 3, "suspensions", "cannot be negative")],
-        tables=cell("pupils", 3, "suspensions", "-1")),
-    Bad("fractional_suspensions", [("pupils.csv", 3, "suspensions", "whole number")],
-        tables=cell("pupils", 3, "suspensions", "1.5")),
-    Bad("upn_wrong_check_letter", [("pupils.csv", 2, "pupil_id", "wrong check letter")],
-        tables=cell("pupils", 2, "pupil_id", "C801200005001")),
-    Bad("temporary_upn_ending_in_i", [("pupils.csv", 2, "pupil_id", "wrong check letter")],
-        tables=cell("pupils", 2, "pupil_id", "B80120000500I")),
-    Bad("required_value_empty", [("pupils.csv", 4, "sen_provision", "sen_provision is empty")],
-        tables=cell("pupils", 4, "sen_provision", "")),
-    Bad("required_value_na", [("pupils.csv", 5, "year_group", "year_group is empty")],
-        tables=cell("pupils", 5, "year_group", "N/A")),
-    Bad("required_text_value_null", [("exits.csv", 3, "pupil_id", "pupil_id is empty")],
-        tables=cell("exits", 3, "pupil_id", "NULL")),
-    Bad("duplicates_disagree", [("pupils.csv", 7, "pupil_id", "same pupil_id + urn as row 3")],
+        tables=cell("exits", 3, "destination", ""),
+    ),
+    Bad(
+        "destination_and_ground_empty",
+        [("exits.csv", 2, "destination", "destination is empty")],
+        tables=edits(cell("exits", 2, "destination", ""), cell("exits", 2, "ground", "NA")),
+    ),
+    Bad(
+        "invalid_reason",
+        [("exits.csv", 2, "reason", "'BORED' is not a valid reason")],
+        tables=cell("exits", 2, "reason", "BORED"),
+    ),
+    Bad(
+        "invalid_sen_need",
+        [("pupils.csv", 3, "sen_need", "'ADHD' is not a valid")],
+        tables=cell("pupils", 3, "sen_need", "ADHD"),
+    ),
+    Bad(
+        "attendance_above_one",
+        [("pupils.csv", 4, "attendance", "between 0 and 1")],
+        tables=cell("pupils", 4, "attendance", "1.2"),
+    ),
+    Bad(
+        "attendance_above_100_percent",
+        [("pupils.csv", 2, "attendance", "between 0 and 1")],
+        tables=cell("pupils", 2, "attendance", "150%"),
+    ),
+    Bad(
+        "attendance_not_a_number",
+        [("pupils.csv", 2, "attendance", "not a valid attendance")],
+        tables=cell("pupils", 2, "attendance", "good"),
+    ),
+    Bad(
+        "negative_suspensions",
+        [("pupils.csv", 3, "suspensions", "cannot be negative")],
+        tables=cell("pupils", 3, "suspensions", "-1"),
+    ),
+    Bad(
+        "fractional_suspensions",
+        [("pupils.csv", 3, "suspensions", "whole number")],
+        tables=cell("pupils", 3, "suspensions", "1.5"),
+    ),
+    Bad(
+        "upn_wrong_check_letter",
+        [("pupils.csv", 2, "pupil_id", "wrong check letter")],
+        tables=cell("pupils", 2, "pupil_id", "C801200005001"),
+    ),
+    Bad(
+        "temporary_upn_ending_in_i",
+        [("pupils.csv", 2, "pupil_id", "wrong check letter")],
+        tables=cell("pupils", 2, "pupil_id", "B80120000500I"),
+    ),
+    Bad(
+        "required_value_empty",
+        [("pupils.csv", 4, "sen_provision", "sen_provision is empty")],
+        tables=cell("pupils", 4, "sen_provision", ""),
+    ),
+    Bad(
+        "required_value_na",
+        [("pupils.csv", 5, "year_group", "year_group is empty")],
+        tables=cell("pupils", 5, "year_group", "N/A"),
+    ),
+    Bad(
+        "required_text_value_null",
+        [("exits.csv", 3, "pupil_id", "pupil_id is empty")],
+        tables=cell("exits", 3, "pupil_id", "NULL"),
+    ),
+    Bad(
+        "duplicates_disagree",
+        [("pupils.csv", 7, "pupil_id", "same pupil_id + urn as row 3")],
         tables=lambda t: t["pupils"].append(  # type: ignore[union-attr]
-            [*t["pupils"][2][:2], "9", *t["pupils"][2][3:]])),  # type: ignore[index]
-    Bad("exit_pupil_not_on_that_roll",
+            [*t["pupils"][2][:2], "9", *t["pupils"][2][3:]]
+        ),
+    ),  # type: ignore[index]
+    Bad(
+        "exit_pupil_not_on_that_roll",
         [("exits.csv", 2, "pupil_id", "not on this school's roll")],
-        tables=cell("exits", 2, "urn", "100002")),
-    Bad("exit_pupil_unknown", [("exits.csv", 3, "pupil_id", "not on this school's roll")],
-        tables=cell("exits", 3, "pupil_id", "P9999")),
-    Bad("letter_file_missing", [("letters.csv", 2, "file", "does not exist")],
-        tables=letters_escape("missing.txt")),
-    Bad("letter_path_dotdot", [("letters.csv", 2, "file", "goes outside letters/")],
-        tables=letters_escape("../pupils.csv")),
-    Bad("letter_path_dotdot_inside", [("letters.csv", 2, "file", "goes outside letters/")],
-        tables=letters_escape("sub/../../exits.csv")),
-    Bad("letter_path_absolute", [("letters.csv", 2, "file", "absolute path")],
-        tables=letters_escape("/etc/hostname")),
-    Bad("letter_path_windows_absolute", [("letters.csv", 2, "file", "absolute path")],
-        tables=letters_escape("C:\\letters\\l1.txt")),
-    Bad("letter_symlink_leaves", [("letters.csv", 2, "file", "link that leaves letters/")],
-        tables=letters_escape("evil.txt"), files=symlink_out),
-    Bad("letter_symlinked_folder_leaves", [("letters.csv", 2, "file", "leaves letters/")],
-        tables=letters_escape("sub/x.txt"), files=symlinked_folder_out),
-    Bad("letter_id_not_in_letters", [("exits.csv", 2, "letter_id", "not in letters")],
-        tables=cell("exits", 2, "letter_id", "L9")),
-    Bad("letters_required_column_missing", [("letters.csv", 1, "file", "required column")],
-        tables=column_dropped("letters", "file")),
-    Bad("ragged_row", [("pupils.csv", 4, None, "more cells than the header")],
-        files=replace_in("pupils.csv", "F3\n", "F3,extra,cells\n")),
-    Bad("unclosed_quote", [("exits.csv", 3, None, "never closed")],
-        files=replace_in("exits.csv", "P0004,", '"P0004,')),
+        tables=cell("exits", 2, "urn", "100002"),
+    ),
+    Bad(
+        "exit_pupil_unknown",
+        [("exits.csv", 3, "pupil_id", "not on this school's roll")],
+        tables=cell("exits", 3, "pupil_id", "P9999"),
+    ),
+    Bad(
+        "letter_file_missing",
+        [("letters.csv", 2, "file", "does not exist")],
+        tables=letters_escape("missing.txt"),
+    ),
+    Bad(
+        "letter_path_dotdot",
+        [("letters.csv", 2, "file", "goes outside letters/")],
+        tables=letters_escape("../pupils.csv"),
+    ),
+    Bad(
+        "letter_path_dotdot_inside",
+        [("letters.csv", 2, "file", "goes outside letters/")],
+        tables=letters_escape("sub/../../exits.csv"),
+    ),
+    Bad(
+        "letter_path_absolute",
+        [("letters.csv", 2, "file", "absolute path")],
+        tables=letters_escape("/etc/hostname"),
+    ),
+    Bad(
+        "letter_path_windows_absolute",
+        [("letters.csv", 2, "file", "absolute path")],
+        tables=letters_escape("C:\\letters\\l1.txt"),
+    ),
+    Bad(
+        "letter_symlink_leaves",
+        [("letters.csv", 2, "file", "link that leaves letters/")],
+        tables=letters_escape("evil.txt"),
+        files=symlink_out,
+    ),
+    Bad(
+        "letter_symlinked_folder_leaves",
+        [("letters.csv", 2, "file", "leaves letters/")],
+        tables=letters_escape("sub/x.txt"),
+        files=symlinked_folder_out,
+    ),
+    Bad(
+        "letter_id_not_in_letters",
+        [("exits.csv", 2, "letter_id", "not in letters")],
+        tables=cell("exits", 2, "letter_id", "L9"),
+    ),
+    Bad(
+        "letters_required_column_missing",
+        [("letters.csv", 1, "file", "required column")],
+        tables=column_dropped("letters", "file"),
+    ),
+    Bad(
+        "ragged_row",
+        [("pupils.csv", 4, None, "more cells than the header")],
+        files=replace_in("pupils.csv", "F3\n", "F3,extra,cells\n"),
+    ),
+    Bad(
+        "unclosed_quote",
+        [("exits.csv", 3, None, "never closed")],
+        files=replace_in("exits.csv", "P0004,", '"P0004,'),
+    ),
     Bad("undecodable_bytes", [("pupils.csv", 3, None, "--encoding cp1252")], files=undecodable),
-    Bad("wrong_explicit_encoding", [("pupils.csv", 3, None, "cannot be decoded as utf-8")],
-        files=undecodable, options={"encoding": "utf-8"}),
-    Bad("unknown_encoding", [("pupils.csv", None, None, "not an encoding")],
-        options={"encoding": "klingon"}, files=undecodable),
-    Bad("utf16_without_bom", [("pupils.csv", None, None, "UTF-16 without a byte-order mark")],
-        files=utf16_no_bom),
+    Bad(
+        "wrong_explicit_encoding",
+        [("pupils.csv", 3, None, "cannot be decoded as utf-8")],
+        files=undecodable,
+        options={"encoding": "utf-8"},
+    ),
+    Bad(
+        "unknown_encoding",
+        [("pupils.csv", None, None, "not an encoding")],
+        options={"encoding": "klingon"},
+        files=undecodable,
+    ),
+    Bad(
+        "utf16_without_bom",
+        [("pupils.csv", None, None, "UTF-16 without a byte-order mark")],
+        files=utf16_no_bom,
+    ),
     Bad("semicolon_separated", [("pupils.csv", 1, "pupil_id", "semicolons")], files=semicolons),
     Bad("empty_file", [("exits.csv", None, None, "empty")], files=write_bytes("exits.csv", b"")),
-    Bad("blank_file", [("exits.csv", None, None, "empty")],
-        files=write_bytes("exits.csv", b"\xef\xbb\xbf\r\n\r\n")),
-    Bad("header_only_pupils", [("pupils.csv", None, None, "no pupils")],
-        files=header_only("pupils.csv")),
-    Bad("bad_destination_urn", [("exits.csv", 3, "destination_urn", "a URN has 6 digits")],
-        tables=cell("exits", 3, "destination_urn", "12345")),
-    Bad("bad_census", [("pupils.csv", 3, "census", "'2024-AUTUMN' is not a valid census")],
-        tables=census_column("2024-AUTUMN")),
-    Bad("bad_enrolment_status", [("pupils.csv", 6, "enrolment_status", "'D' is not a valid")],
-        tables=cell("pupils", 6, "enrolment_status", "D")),
-    Bad("on_roll_from_after_on_roll_to", [("pupils.csv", 4, "on_roll_to", "before on_roll_from")],
-        tables=cell("pupils", 4, "on_roll_from", "2024-10-20")),
-    Bad("returned_before_exit", [("exits.csv", 2, "returned_date", "before exit_date")],
-        tables=cell("exits", 2, "returned_date", "01/09/2024")),
-    Bad("bad_school_phase", [("schools.csv", 3, "phase", "'college' is not a valid phase")],
-        tables=cell("schools", 3, "phase", "college")),
-    Bad("xlsx_bad_cell_sheet_row", [("pupils.xlsx", 6, "sen_provision", "'X' is not a valid")],
-        files=pupils_xlsx_with_bad_cell),
-    Bad("corrupt_xlsx", [("exits.xlsx", None, None, "cannot be read as xlsx")],
-        files=lambda f: ((f / "exits.csv").unlink(), write_bytes("exits.xlsx", b"PK junk")(f))),
-    Bad("corrupt_parquet", [("exits.parquet", None, None, "cannot be read as parquet")],
-        files=lambda f: ((f / "exits.csv").unlink(), write_bytes("exits.parquet", b"PAR1")(f))),
-    Bad("empty_xlsx_sheet", [("exits.xlsx", None, None, "first sheet is empty")],
-        files=lambda f: ((f / "exits.csv").unlink(), write_xlsx(f / "exits.xlsx", []))),
-    Bad("xlsx_named_csv", [("exits.csv", None, None, "zip file")],
-        files=lambda f: write_xlsx(f / "exits.csv", [["pupil_id"], ["P0003"]])),
-]  # fmt: skip
+    Bad(
+        "blank_file",
+        [("exits.csv", None, None, "empty")],
+        files=write_bytes("exits.csv", b"\xef\xbb\xbf\r\n\r\n"),
+    ),
+    Bad(
+        "header_only_pupils",
+        [("pupils.csv", None, None, "no pupils")],
+        files=header_only("pupils.csv"),
+    ),
+    Bad(
+        "bad_destination_urn",
+        [("exits.csv", 3, "destination_urn", "a URN has 6 digits")],
+        tables=cell("exits", 3, "destination_urn", "12345"),
+    ),
+    Bad(
+        "bad_census",
+        [("pupils.csv", 3, "census", "'2024-AUTUMN' is not a valid census")],
+        tables=census_column("2024-AUTUMN"),
+    ),
+    Bad(
+        "bad_enrolment_status",
+        [("pupils.csv", 6, "enrolment_status", "'D' is not a valid")],
+        tables=cell("pupils", 6, "enrolment_status", "D"),
+    ),
+    Bad(
+        "on_roll_from_after_on_roll_to",
+        [("pupils.csv", 4, "on_roll_to", "before on_roll_from")],
+        tables=cell("pupils", 4, "on_roll_from", "2024-10-20"),
+    ),
+    Bad(
+        "returned_before_exit",
+        [("exits.csv", 2, "returned_date", "before exit_date")],
+        tables=cell("exits", 2, "returned_date", "01/09/2024"),
+    ),
+    Bad(
+        "bad_school_phase",
+        [("schools.csv", 3, "phase", "'college' is not a valid phase")],
+        tables=cell("schools", 3, "phase", "college"),
+    ),
+    Bad(
+        "xlsx_bad_cell_sheet_row",
+        [("pupils.xlsx", 6, "sen_provision", "'X' is not a valid")],
+        files=pupils_xlsx_with_bad_cell,
+    ),
+    Bad(
+        "corrupt_xlsx",
+        [("exits.xlsx", None, None, "cannot be read as xlsx")],
+        files=lambda f: ((f / "exits.csv").unlink(), write_bytes("exits.xlsx", b"PK junk")(f)),
+    ),
+    Bad(
+        "corrupt_parquet",
+        [("exits.parquet", None, None, "cannot be read as parquet")],
+        files=lambda f: ((f / "exits.csv").unlink(), write_bytes("exits.parquet", b"PAR1")(f)),
+    ),
+    Bad(
+        "empty_xlsx_sheet",
+        [("exits.xlsx", None, None, "first sheet is empty")],
+        files=lambda f: ((f / "exits.csv").unlink(), write_xlsx(f / "exits.xlsx", [])),
+    ),
+    Bad(
+        "xlsx_named_csv",
+        [("exits.csv", None, None, "zip file")],
+        files=lambda f: write_xlsx(f / "exits.csv", [["pupil_id"], ["P0003"]]),
+    ),
+]
 
 
 def make_bad(case: Bad, tmp_path: Path) -> Path:
@@ -434,9 +624,12 @@ def test_validate_command_in_a_subprocess(case_id: str, tmp_path: Path) -> None:
     folder = make_bad(case, tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "offroll_audit", "validate", str(folder)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
         env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
-    )  # fmt: skip
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 2, output
     assert "Traceback" not in output
@@ -472,8 +665,10 @@ def test_many_bad_cells_are_listed_then_counted(tmp_path: Path) -> None:
     report = load_errors(write_dataset(tmp_path / "data", tables))
     rows = [p for p in report.errors if p.column == "sen_provision"]
     assert [p.row for p in rows[:20]] == list(range(7, 27))
-    assert [p.message for p in rows[:2]] == ["'Z0' is not a valid sen_provision",
-                                             "'Z1' is not a valid sen_provision"]  # fmt: skip
+    assert [p.message for p in rows[:2]] == [
+        "'Z0' is not a valid sen_provision",
+        "'Z1' is not a valid sen_provision",
+    ]
     assert rows[20].row is None and "10 more rows" in rows[20].message
 
 
@@ -544,8 +739,14 @@ class Messy:
     options: dict[str, str] = field(default_factory=dict)
 
 
-def rewrite(name: str, change: Callable[[str], str] | None = None, *, encoding: str = "utf-8",
-            newline: str = "\n", bom: bytes = b"") -> Callable[[Path], None]:  # fmt: skip
+def rewrite(
+    name: str,
+    change: Callable[[str], str] | None = None,
+    *,
+    encoding: str = "utf-8",
+    newline: str = "\n",
+    bom: bytes = b"",
+) -> Callable[[Path], None]:
     def write(folder: Path) -> None:
         text = raw_text(folder, name)
         if change:
@@ -698,40 +899,90 @@ MESSY: list[Messy] = [
     Messy("utf8_bom", rewrite("pupils.csv", bom=codecs.BOM_UTF8)),
     Messy("utf16_le_bom", rewrite("pupils.csv", encoding="utf-16")),
     Messy("utf16_be_bom", rewrite("exits.csv", encoding="utf-16-be", bom=codecs.BOM_UTF16_BE)),
-    Messy("crlf", both(rewrite("pupils.csv", newline="\r\n"),
-                       rewrite("exits.csv", newline="\r\n"))),
+    Messy(
+        "crlf", both(rewrite("pupils.csv", newline="\r\n"), rewrite("exits.csv", newline="\r\n"))
+    ),
     Messy("old_mac_cr", rewrite("exits.csv", newline="\r")),
-    Messy("uk_dates", both(retable("pupils", map_all(lambda c, v: uk_date(v))),
-                           retable("exits", map_all(lambda c, v: uk_date(v))))),
+    Messy(
+        "uk_dates",
+        both(
+            retable("pupils", map_all(lambda c, v: uk_date(v))),
+            retable("exits", map_all(lambda c, v: uk_date(v))),
+        ),
+    ),
     Messy("dates_with_time", retable("exits", map_all(lambda c, v: with_time(v)))),
-    Messy("y_n_booleans",
-          retable("pupils", map_column("disadvantaged", {"true": "Y", "false": "n"}))),
+    Messy(
+        "y_n_booleans", retable("pupils", map_column("disadvantaged", {"true": "Y", "false": "n"}))
+    ),
     Messy("yes_no_booleans", retable("pupils", map_column("fsm", {"true": "Yes", "false": "NO"}))),
-    Messy("one_zero_booleans",
-          retable("exits", map_column("address_changed", {"true": "1", "false": "0"}))),
-    Messy("mis_headers", retable("pupils", rename_headers("pupils", {
-        "pupil_id": "UPN", "sen_provision": "SEN Provision", "disadvantaged": "FSM6",
-        "year_group": "Year Group", "social_care": "Social-Care", "on_roll_from": "Entry Date"}))),
-    Messy("pupil_premium_header", retable("pupils", rename_headers("pupils", {
-        "disadvantaged": "Pupil-Premium", "urn": "URN", "sen_need": "Primary SEN Need"}))),
+    Messy(
+        "one_zero_booleans",
+        retable("exits", map_column("address_changed", {"true": "1", "false": "0"})),
+    ),
+    Messy(
+        "mis_headers",
+        retable(
+            "pupils",
+            rename_headers(
+                "pupils",
+                {
+                    "pupil_id": "UPN",
+                    "sen_provision": "SEN Provision",
+                    "disadvantaged": "FSM6",
+                    "year_group": "Year Group",
+                    "social_care": "Social-Care",
+                    "on_roll_from": "Entry Date",
+                },
+            ),
+        ),
+    ),
+    Messy(
+        "pupil_premium_header",
+        retable(
+            "pupils",
+            rename_headers(
+                "pupils",
+                {"disadvantaged": "Pupil-Premium", "urn": "URN", "sen_need": "Primary SEN Need"},
+            ),
+        ),
+    ),
     Messy("xlsx_typed_cells", pupils_as_xlsx),
     Messy("parquet", both(pupils_as_parquet, exits_as_parquet)),
     Messy("extra_columns", retable("pupils", extra_columns)),
     Messy("quoted_commas_newlines", retable("pupils", quoted_cells)),
-    Messy("year_group_spellings", retable("pupils", map_column("year_group", {
-        "7": "Y7", "8": "Year 8", "10": "010", "11": "yr 11", "R": "Reception"}))),
-    Messy("attendance_percent", retable("pupils", map_column("attendance", {
-        "0.95": "95%", "0.81": "81 %", "0.9": "90.0%"}))),
-    Messy("missing_tokens",
-          both(retable("pupils", missing_tokens), retable("exits", missing_tokens))),
-    Messy("exact_duplicate_row", retable("pupils", exact_duplicate),
-          warnings=("exact duplicate of an earlier row",)),
+    Messy(
+        "year_group_spellings",
+        retable(
+            "pupils",
+            map_column(
+                "year_group",
+                {"7": "Y7", "8": "Year 8", "10": "010", "11": "yr 11", "R": "Reception"},
+            ),
+        ),
+    ),
+    Messy(
+        "attendance_percent",
+        retable(
+            "pupils", map_column("attendance", {"0.95": "95%", "0.81": "81 %", "0.9": "90.0%"})
+        ),
+    ),
+    Messy(
+        "missing_tokens", both(retable("pupils", missing_tokens), retable("exits", missing_tokens))
+    ),
+    Messy(
+        "exact_duplicate_row",
+        retable("pupils", exact_duplicate),
+        warnings=("exact duplicate of an earlier row",),
+    ),
     Messy("padded_lowercase_codes", retable("pupils", padded_lowercase)),
     Messy("ground_decides_destination", retable("exits", grounds_decide)),
-    Messy("explicit_encoding", rewrite("pupils.csv", encoding="cp1252"),
-          options={"encoding": "cp1252"}),
+    Messy(
+        "explicit_encoding",
+        rewrite("pupils.csv", encoding="cp1252"),
+        options={"encoding": "cp1252"},
+    ),
     Messy("trailing_empty_rows", rewrite("pupils.csv", lambda t: t + ",,,,\n\n,,\n")),
-]  # fmt: skip
+]
 
 
 def test_enough_messy_variants() -> None:

@@ -32,8 +32,9 @@ SCALE = int(os.environ.get("OFFROLL_HYPOTHESIS_SCALE", "1"))
 
 
 def examples(count: int) -> settings:
-    return settings(max_examples=count * SCALE, deadline=None,
-                    suppress_health_check=list(HealthCheck))  # fmt: skip
+    return settings(
+        max_examples=count * SCALE, deadline=None, suppress_health_check=list(HealthCheck)
+    )
 
 
 def canonical(frame: pl.DataFrame, table: str) -> pl.DataFrame:
@@ -101,16 +102,22 @@ def any_case(values: list[str]) -> st.SearchStrategy[str]:
 
 def date_text() -> st.SearchStrategy[str]:
     dates = st.dates(dt.date(2020, 1, 1), dt.date(2026, 12, 31))
-    return dates.flatmap(lambda d: st.sampled_from([d.isoformat(), d.strftime("%d/%m/%Y"),
-                                                    f"{d.isoformat()} 00:00:00"]))  # fmt: skip
+    return dates.flatmap(
+        lambda d: st.sampled_from(
+            [d.isoformat(), d.strftime("%d/%m/%Y"), f"{d.isoformat()} 00:00:00"]
+        )
+    )
 
 
 @st.composite
 def pupil_row(draw: st.DrawFn, pupil_id: str) -> list[str]:
-    attendance = draw(st.one_of(
-        OPTIONAL, st.integers(0, 1000).map(lambda n: f"{n / 1000}"),
-        st.integers(0, 100).map(lambda n: f"{n}%"),
-    ))  # fmt: skip
+    attendance = draw(
+        st.one_of(
+            OPTIONAL,
+            st.integers(0, 1000).map(lambda n: f"{n / 1000}"),
+            st.integers(0, 100).map(lambda n: f"{n}%"),
+        )
+    )
     return [
         pupil_id,
         draw(st.sampled_from(["100001", "100002", "123456"])),
@@ -307,8 +314,15 @@ UPN_BODIES = st.tuples(
 
 
 @examples(30)
-@given(st.lists(st.tuples(UPN_BODIES, st.sampled_from(sorted(set("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))),
-                          st.booleans()), min_size=1, max_size=50))  # fmt: skip
+@given(
+    st.lists(
+        st.tuples(
+            UPN_BODIES, st.sampled_from(sorted(set("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))), st.booleans()
+        ),
+        min_size=1,
+        max_size=50,
+    )
+)
 def test_upn_check_letters_match_the_published_rule(ids: list[tuple[str, str, bool]]) -> None:
     from offroll_audit.load import bad_upn_rows
 

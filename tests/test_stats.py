@@ -250,8 +250,18 @@ def test_band_boundaries_are_strict_and_symmetric():
     p_lower = [0.99, 0.99, 0.99, 0.99, 0.5, 0.0009999, 0.0249, 0.9, 0.9, 0.9]
     expected = [5, 5, 5, 5, 5, 5, 5, 1.0, 0.999, 0.0]
     got = stats.band(p_upper, p_lower, expected)
-    want = ["high_998", "high_95", "high_95", "expected", "expected", "low_998", "low_95",
-            "high_998", "too_few", "too_few"]  # fmt: skip
+    want = [
+        "high_998",
+        "high_95",
+        "high_95",
+        "expected",
+        "expected",
+        "low_998",
+        "low_95",
+        "high_998",
+        "too_few",
+        "too_few",
+    ]
     assert got.tolist() == want
     assert stats.band([0.0], [1.0], [0.0], min_expected=0.0).tolist() == ["too_few"]
     assert set(got) <= set(stats.BANDS)

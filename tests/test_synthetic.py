@@ -31,15 +31,40 @@ ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
 HAS_LETTERS = importlib.util.find_spec("offroll_audit.synthetic_letters") is not None
 
 PUPIL_COLUMNS = [
-    "pupil_id", "urn", "year_group", "sen_provision", "disadvantaged", "social_care", "sen_need",
-    "fsm", "sex", "ethnicity", "attendance", "suspensions", "family_id", "enrolment_status",
-    "on_roll_from", "on_roll_to",
-]  # fmt: skip
+    "pupil_id",
+    "urn",
+    "year_group",
+    "sen_provision",
+    "disadvantaged",
+    "social_care",
+    "sen_need",
+    "fsm",
+    "sex",
+    "ethnicity",
+    "attendance",
+    "suspensions",
+    "family_id",
+    "enrolment_status",
+    "on_roll_from",
+    "on_roll_to",
+]
 EXIT_COLUMNS = [
-    "pupil_id", "urn", "exit_date", "destination", "ground", "destination_urn", "address_changed",
-    "la_placed", "la_consent", "la_notified_date", "reason", "returned_date",
-    "last_suspension_date", "letter_id", "family_id",
-]  # fmt: skip
+    "pupil_id",
+    "urn",
+    "exit_date",
+    "destination",
+    "ground",
+    "destination_urn",
+    "address_changed",
+    "la_placed",
+    "la_consent",
+    "la_notified_date",
+    "reason",
+    "returned_date",
+    "last_suspension_date",
+    "letter_id",
+    "family_id",
+]
 SCHOOL_COLUMNS = ["urn", "name", "la_code", "phase", "type", "trust"]
 
 
@@ -114,12 +139,22 @@ def test_columns_and_codes_follow_the_contract(small):
         assert set(frame[column].drop_nulls().to_list()) <= set(values), column
     assert set(pupils["social_care"].to_list()) >= {"none", "CIN", "CPP", "CLA"}
     assert set(exits["destination"].to_list()) >= {"EHE", "SCHOOL", "MOVED_AWAY", "DUAL_ENDED"}
-    for frame, column in [(pupils, "disadvantaged"), (pupils, "fsm"), (exits, "la_placed"),
-                          (exits, "address_changed"), (exits, "la_consent")]:  # fmt: skip
+    for frame, column in [
+        (pupils, "disadvantaged"),
+        (pupils, "fsm"),
+        (exits, "la_placed"),
+        (exits, "address_changed"),
+        (exits, "la_consent"),
+    ]:
         assert set(frame[column].drop_nulls().to_list()) <= {"true", "false"}, column
-    for frame, column in [(pupils, "on_roll_from"), (pupils, "on_roll_to"), (exits, "exit_date"),
-                          (exits, "la_notified_date"), (exits, "returned_date"),
-                          (exits, "last_suspension_date")]:  # fmt: skip
+    for frame, column in [
+        (pupils, "on_roll_from"),
+        (pupils, "on_roll_to"),
+        (exits, "exit_date"),
+        (exits, "la_notified_date"),
+        (exits, "returned_date"),
+        (exits, "last_suspension_date"),
+    ]:
         assert frame[column].drop_nulls().str.contains(ISO_DATE).all(), column
     for frame in (pupils, exits, schools):
         assert frame["urn"].str.contains(r"^\d{6}$").all()
@@ -127,8 +162,14 @@ def test_columns_and_codes_follow_the_contract(small):
     assert schools["urn"].is_unique().all()
     assert schools["la_code"].str.contains(r"^\d{3}$").all()
     assert schools["name"].is_unique().all()
-    for column in ("pupil_id", "urn", "year_group", "sen_provision", "disadvantaged",
-                   "social_care"):  # fmt: skip
+    for column in (
+        "pupil_id",
+        "urn",
+        "year_group",
+        "sen_provision",
+        "disadvantaged",
+        "social_care",
+    ):
         assert pupils[column].null_count() == 0, column
     for column in ("pupil_id", "urn", "exit_date", "destination"):
         assert exits[column].null_count() == 0, column
@@ -168,8 +209,9 @@ def test_every_upn_is_valid_and_belongs_to_one_pupil(small):
 def test_upn_serials_beyond_999_move_to_spare_establishment_numbers():
     """A cohort too big for 3-digit serials borrows unused (closed-school) numbers."""
     n = 2600
-    roll = SimpleNamespace(home=np.arange(n), upn_school=np.zeros(n, dtype=np.int64),
-                           year=np.full(n, 7))  # fmt: skip
+    roll = SimpleNamespace(
+        home=np.arange(n), upn_school=np.zeros(n, dtype=np.int64), year=np.full(n, 7)
+    )
     table = SimpleNamespace(la=np.array([0]), estab=np.array([2001]), la_codes=np.array([801]))
     ids = pupil_ids(roll, table, np.random.default_rng(0)).to_list()
     assert len(set(ids)) == n
@@ -204,8 +246,10 @@ def test_exit_dates_are_school_days_in_the_window_and_match_the_roll(small):
     assert (late_starters["exit_date"] >= late_starters["on_roll_from"]).all()
     assert pupils["on_roll_to"].drop_nulls().len() == exits.height
     later = exits.with_columns(as_dates("la_notified_date"), as_dates("returned_date"))
-    assert (later["la_notified_date"].drop_nulls() >= later.filter(
-        pl.col("la_notified_date").is_not_null())["exit_date"]).all()  # fmt: skip
+    assert (
+        later["la_notified_date"].drop_nulls()
+        >= later.filter(pl.col("la_notified_date").is_not_null())["exit_date"]
+    ).all()
     returned = later.filter(pl.col("returned_date").is_not_null())
     assert (returned["returned_date"] > returned["exit_date"]).all()
     assert set(returned["destination"]) == {"EHE"}
@@ -263,8 +307,11 @@ def test_planted_urns_exist_with_the_right_phase(small):
     assert len(set(pair)) == 2
     assert trust[pair[0]] == trust[pair[1]] == planted["trust_template"]["trust"] is not None
     assert {kind[u] for u in pair} == {"academy"}
-    roles = [s["urn"] for key in ("offroll_ehe", "offroll_moves", "special_no_consent",
-                                  "innocent_high") for s in planted[key]] + pair  # fmt: skip
+    roles = [
+        s["urn"]
+        for key in ("offroll_ehe", "offroll_moves", "special_no_consent", "innocent_high")
+        for s in planted[key]
+    ] + pair
     assert len(roles) == len(set(roles))
 
 
@@ -309,9 +356,11 @@ def test_offroll_mover_moves_y10_11_pupils_without_a_house_move(small):
     pupils, exits = read(folder, "pupils"), read(folder, "exits")
     phase = dict(read(folder, "schools").select("urn", "phase").iter_rows())
     (school,) = truth["planted"]["offroll_moves"]
-    moves = (exits.filter((pl.col("urn") == school["urn"]) & (pl.col("destination") == "SCHOOL")
-                          & (pl.col("address_changed") == "false"))
-             .join(pupils, on=["pupil_id", "urn"]))  # fmt: skip
+    moves = exits.filter(
+        (pl.col("urn") == school["urn"])
+        & (pl.col("destination") == "SCHOOL")
+        & (pl.col("address_changed") == "false")
+    ).join(pupils, on=["pupil_id", "urn"])
     assert moves.filter(pl.col("year_group").is_in(["10", "11"])).height >= school["planted_moves"]
     assert school["observed_unexplained_y10_11"] >= 3 * school["expected_unexplained_y10_11"]
     assert {phase[u] for u in moves["destination_urn"].drop_nulls()} == {"secondary"}
@@ -327,16 +376,20 @@ def test_special_school_deletes_placed_pupils_without_consent(small):
     exits = read(folder, "exits")
     (school,) = truth["planted"]["special_no_consent"]
     assert 2 <= len(school["pupil_ids"]) <= 4
-    planted = exits.filter(pl.col("pupil_id").is_in(school["pupil_ids"])
-                           & (pl.col("urn") == school["urn"]))  # fmt: skip
+    planted = exits.filter(
+        pl.col("pupil_id").is_in(school["pupil_ids"]) & (pl.col("urn") == school["urn"])
+    )
     assert planted.height == len(school["pupil_ids"])
     assert (planted["destination"] == "EHE").all()
     assert (planted["la_placed"] == "true").all()
     assert not (planted["la_consent"] == "true").any()
     special = set(read(folder, "schools").filter(pl.col("phase") == "special")["urn"])
-    others = exits.filter(pl.col("urn").is_in(special) & (pl.col("destination") == "EHE")
-                          & (pl.col("la_placed") == "true")
-                          & ~pl.col("pupil_id").is_in(school["pupil_ids"]))  # fmt: skip
+    others = exits.filter(
+        pl.col("urn").is_in(special)
+        & (pl.col("destination") == "EHE")
+        & (pl.col("la_placed") == "true")
+        & ~pl.col("pupil_id").is_in(school["pupil_ids"])
+    )
     assert (others["la_consent"] == "true").all()
 
 
@@ -368,16 +421,20 @@ def test_null_dataset_plants_nothing(null):
     reasons = exits.filter(pl.col("destination") == "EHE")["reason"]
     assert (reasons == "SCHOOL_PRESSURE").mean() < 0.1
     special = set(read(folder, "schools").filter(pl.col("phase") == "special")["urn"])
-    placed_ehe = exits.filter(pl.col("urn").is_in(special) & (pl.col("destination") == "EHE")
-                              & (pl.col("la_placed") == "true"))  # fmt: skip
+    placed_ehe = exits.filter(
+        pl.col("urn").is_in(special)
+        & (pl.col("destination") == "EHE")
+        & (pl.col("la_placed") == "true")
+    )
     assert (placed_ehe["la_consent"] == "true").all()
 
 
 def test_ehe_model_in_truth_is_the_one_that_generated_the_exits(tmp_path):
     """Fit the generating logit model on a larger null LA without heterogeneity."""
     out = tmp_path / "model"
-    truth = generate_dataset(out, seed=3, schools=250, pupils=200_000, letters=False, null=True,
-                             heterogeneity_sd=0.0)  # fmt: skip
+    truth = generate_dataset(
+        out, seed=3, schools=250, pupils=200_000, letters=False, null=True, heterogeneity_sd=0.0
+    )
     pupils = read(out, "pupils").filter(
         (pl.col("enrolment_status") != "S") & pl.col("on_roll_from").is_null()
     )
@@ -404,9 +461,13 @@ def test_ehe_model_in_truth_is_the_one_that_generated_the_exits(tmp_path):
     estimate = dict(zip(["const", *present], fit.params, strict=True))
     error = dict(zip(["const", *present], fit.bse, strict=True))
     odds = truth["ehe_model"]["odds_ratios"]
-    expectations = {"dis": odds["disadvantaged"], "K": odds["sen_provision"]["K"],
-                    "E": odds["sen_provision"]["E"], "CIN": odds["social_care"]["CIN"],
-                    "y10": odds["year_group"]["10"] / odds["year_group"]["R"]}  # fmt: skip
+    expectations = {
+        "dis": odds["disadvantaged"],
+        "K": odds["sen_provision"]["K"],
+        "E": odds["sen_provision"]["E"],
+        "CIN": odds["social_care"]["CIN"],
+        "y10": odds["year_group"]["10"] / odds["year_group"]["R"],
+    }
     for name, ratio in expectations.items():
         assert abs(estimate[name] - math.log(ratio)) < 4 * error[name], name
     rate = truth["counts"]["ehe_exits"] / truth["counts"]["pupils"]

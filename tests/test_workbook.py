@@ -468,8 +468,10 @@ def test_rows_beyond_excels_limit_are_cut_with_a_note(
     import offroll_audit.workbook_style as style
 
     monkeypatch.setattr(style, "EXCEL_ROWS", 12)
-    exits = [{"pupil_id": f"P{i:03d}", "urn": "1", "exit_date": "2024-10-01", "flags": []}
-             for i in range(20)]  # fmt: skip
+    exits = [
+        {"pupil_id": f"P{i:03d}", "urn": "1", "exit_date": "2024-10-01", "flags": []}
+        for i in range(20)
+    ]
     document = {"window": {"to": "2024-12-20"}, "schools": [], "exits": exits}
     write_workbooks(document, tmp_path)
     sheet = load_workbook(tmp_path / "overview.xlsx")["Exits"]

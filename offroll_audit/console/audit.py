@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,38 +27,71 @@ def _date(value: str | None, option: str):
 
 
 def command(
-    data: Path = typer.Argument(..., help="The dataset folder (pupils, exits, optional schools and letters)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the outputs (new, empty, or an earlier run's)."),
-    profile: str = typer.Option("default", "--profile",
-                                help="Thresholds profile: default, strict, ofsted, or a .toml file."),
-    baseline: str = typer.Option("local", "--baseline",
-                                 help="Where expected rates come from: local (fitted on this data), "
-                                      "england, or a baseline .toml file."),
-    term: str | None = typer.Option(None, "--term", help="Audit window as a term: 2024-AUT, 2025-SPR, "
-                                    "2025-SUM, or a school year 2024-25."),
-    date_from: str | None = typer.Option(None, "--from", help="First day of the window (2024-09-01)."),
+    data: Path = typer.Argument(
+        ..., help="The dataset folder (pupils, exits, optional schools and letters)."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder for the outputs (new, empty, or an earlier run's)."
+    ),
+    profile: str = typer.Option(
+        "default", "--profile", help="Thresholds profile: default, strict, ofsted, or a .toml file."
+    ),
+    baseline: str = typer.Option(
+        "local",
+        "--baseline",
+        help="Where expected rates come from: local (fitted on this data), "
+        "england, or a baseline .toml file.",
+    ),
+    term: str | None = typer.Option(
+        None,
+        "--term",
+        help="Audit window as a term: 2024-AUT, 2025-SPR, 2025-SUM, or a school year 2024-25.",
+    ),
+    date_from: str | None = typer.Option(
+        None, "--from", help="First day of the window (2024-09-01)."
+    ),
     date_to: str | None = typer.Option(None, "--to", help="Last day of the window (2024-12-20)."),
-    urn: list[str] = typer.Option([], "--urn", help="Report only this school (repeatable); "
-                                  "expected rates still use every school."),
+    urn: list[str] = typer.Option(
+        [],
+        "--urn",
+        help="Report only this school (repeatable); expected rates still use every school.",
+    ),
     trust: str | None = typer.Option(None, "--trust", help="Report only this trust's schools."),
-    method: str = typer.Option("nb", "--method", help="nb (negative binomial, default), poisson, "
-                               "or funnelplotr (NHS SHMI-style limits)."),
-    letters: bool = typer.Option(True, "--letters/--no-letters", help="Scan parents' letters for templates."),
-    known_templates: Path | None = typer.Option(None, "--known-templates",
-                                                help="Folder of public sample letters: matches are "
-                                                     "shared_public_template, never the school's."),
-    workbooks: bool = typer.Option(True, "--workbooks/--no-workbooks",
-                                   help="Write overview.xlsx and the packs (off: JSON and CSV only)."),
-    pseudonymise: bool = typer.Option(False, "--pseudonymise",
-                                      help="Replace pupil ids by a keyed hash (key in OFFROLL_AUDIT_KEY "
-                                           "or --key-file; never written anywhere)."),
-    key_file: Path | None = typer.Option(None, "--key-file", help="File holding the pseudonymisation key."),
-    suppress: int = typer.Option(0, "--suppress", min=0,
-                                 help="Show counts below N as <N in the shareable outputs."),
+    method: str = typer.Option(
+        "nb",
+        "--method",
+        help="nb (negative binomial, default), poisson, or funnelplotr (NHS SHMI-style limits).",
+    ),
+    letters: bool = typer.Option(
+        True, "--letters/--no-letters", help="Scan parents' letters for templates."
+    ),
+    known_templates: Path | None = typer.Option(
+        None,
+        "--known-templates",
+        help="Folder of public sample letters: matches are "
+        "shared_public_template, never the school's.",
+    ),
+    workbooks: bool = typer.Option(
+        True,
+        "--workbooks/--no-workbooks",
+        help="Write overview.xlsx and the packs (off: JSON and CSV only).",
+    ),
+    pseudonymise: bool = typer.Option(
+        False,
+        "--pseudonymise",
+        help="Replace pupil ids by a keyed hash (key in OFFROLL_AUDIT_KEY "
+        "or --key-file; never written anywhere).",
+    ),
+    key_file: Path | None = typer.Option(
+        None, "--key-file", help="File holding the pseudonymisation key."
+    ),
+    suppress: int = typer.Option(
+        0, "--suppress", min=0, help="Show counts below N as <N in the shareable outputs."
+    ),
     encoding: str | None = ENCODING,
     json_output: bool = JSON_OUTPUT,
     quiet: bool = QUIET,
-) -> int:  # fmt: skip
+) -> int:
     """Compare each school's exits with what its pupils predict; flag, select and write packs."""
     from offroll_audit.audit import AuditOptions
     from offroll_audit.problems import UsageError
@@ -70,21 +102,47 @@ def command(
     if key_file is not None and not pseudonymise:
         raise UsageError("--key-file is only used with --pseudonymise")
     options = AuditOptions(
-        profile=load_profile(profile), baseline=baseline, term=term,
-        start=_date(date_from, "--from"), end=_date(date_to, "--to"), urns=list(urn), trust=trust,
-        method=method, letters=letters, known_templates=known_templates,
-    )  # fmt: skip
-    results = audit_and_write(data, out, options, encoding=encoding, workbooks=workbooks,
-                              pseudonymise=pseudonymise, key_file=key_file, suppress=suppress,
-                              quiet=quiet or json_output)  # fmt: skip
+        profile=load_profile(profile),
+        baseline=baseline,
+        term=term,
+        start=_date(date_from, "--from"),
+        end=_date(date_to, "--to"),
+        urns=list(urn),
+        trust=trust,
+        method=method,
+        letters=letters,
+        known_templates=known_templates,
+    )
+    results = audit_and_write(
+        data,
+        out,
+        options,
+        encoding=encoding,
+        workbooks=workbooks,
+        pseudonymise=pseudonymise,
+        key_file=key_file,
+        suppress=suppress,
+        quiet=quiet or json_output,
+    )
     if json_output:
-        typer.echo(json.dumps(results, indent=1, ensure_ascii=False))
+        from offroll_audit.results import results_json
+
+        typer.echo(results_json(results), nl=False)
     return 0
 
 
-def audit_and_write(data: Path, out: Path, options, *, encoding: str | None = None,
-                    workbooks: bool = True, pseudonymise: bool = False, key_file: Path | None = None,
-                    suppress: int = 0, quiet: bool = False) -> dict[str, Any]:  # fmt: skip
+def audit_and_write(
+    data: Path,
+    out: Path,
+    options,
+    *,
+    encoding: str | None = None,
+    workbooks: bool = True,
+    pseudonymise: bool = False,
+    key_file: Path | None = None,
+    suppress: int = 0,
+    quiet: bool = False,
+) -> dict[str, Any]:
     """Load, audit, write OUT, print the summary; shared by `audit` and `demo`."""
     from offroll_audit.audit import run_audit
     from offroll_audit.console.render import print_warnings, stdout_console
@@ -108,25 +166,44 @@ def render_summary(results: dict[str, Any], out: Path, console) -> None:
     """The terminal view: the window, the selected schools and why, where the files are."""
     from rich.table import Table
 
+    if console.quiet:
+        return
     schools = results["schools"]
     selected = [s for s in schools if s["audit"]]
     window = results["window"]
-    console.print(f"Audit window {window['from']} to {window['to']} ({window['source']}); "
-                  f"profile {results['profile']}; baseline {results['baseline']['kind']}")  # fmt: skip
+    console.print(
+        f"Audit window {window['from']} to {window['to']} ({window['source']}); "
+        f"profile {results['profile']}; baseline {results['baseline']['kind']}"
+    )
     table = Table(title=f"{len(selected)} of {len(schools)} schools selected for audit")
-    for name in ("URN", "School", "EHE: observed / expected, band",
-                 "Unexplained: observed / expected, band", "Why selected"):  # fmt: skip
+    for name in (
+        "URN",
+        "School",
+        "EHE: observed / expected, band",
+        "Unexplained: observed / expected, band",
+        "Why selected",
+    ):
         table.add_column(name, overflow="fold", min_width=18 if name == "Why selected" else None)
-    for school in selected:
-        table.add_row(school["urn"], school.get("name") or "", _pair(school, "ehe"),
-                      _pair(school, "unexplained"), "\n".join(school["audit_reasons"]))  # fmt: skip
+    shown = 40  # a national run selects hundreds: the table shows the first, the files hold all
+    for school in selected[:shown]:
+        table.add_row(
+            school["urn"],
+            school.get("name") or "",
+            _pair(school, "ehe"),
+            _pair(school, "unexplained"),
+            "\n".join(school["audit_reasons"]),
+        )
     if selected:
         console.print(table)
+        if len(selected) > shown:
+            console.print(f"... and {len(selected) - shown} more: see schools.csv")
     else:
         console.print("No school met a selection rule.")
     packs = " and packs/" if (out / "packs").is_dir() else ""
-    console.print(f"Outputs in {out}: results.json, schools.csv, exits.csv{packs}"
-                  f"{', overview.xlsx' if (out / 'overview.xlsx').exists() else ''}")  # fmt: skip
+    console.print(
+        f"Outputs in {out}: results.json, schools.csv, exits.csv{packs}"
+        f"{', overview.xlsx' if (out / 'overview.xlsx').exists() else ''}"
+    )
 
 
 def _pair(school: dict[str, Any], outcome: str) -> str:

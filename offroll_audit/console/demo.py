@@ -23,5 +23,7 @@ def command(
         typer.echo(f"Auditing the synthetic example LA in {data} (every pupil in it is made up).")
     audit_and_write(data, out, AuditOptions(profile=load_profile("default")), quiet=quiet)
     if not quiet:
-        typer.echo(f"Open {out / 'overview.xlsx'} first; the planted answers are in {data / 'truth.json'}.")
+        typer.echo(
+            f"Open {out / 'overview.xlsx'} first; the planted answers are in {data / 'truth.json'}."
+        )
     return 0

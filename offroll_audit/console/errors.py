@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 import typer
 
+from offroll_audit.problems import DataError, UsageError
+
 try:  # typer >= 0.24 vendors its own copy of click; older releases use click itself
     from typer._click import exceptions as _vendored
 except ImportError:  # pragma: no cover - depends on the installed typer
@@ -18,7 +20,6 @@ EXIT_SIGNALS = (click.exceptions.Exit, typer.Exit)
 ABORTS = (click.exceptions.Abort, typer.Abort)
 CLICK_ERRORS = (click.ClickException, _vendored.ClickException)
 
-from offroll_audit.problems import DataError, UsageError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 

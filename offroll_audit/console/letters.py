@@ -13,13 +13,16 @@ from offroll_audit.console.options import ENCODING, JSON_OUTPUT, QUIET
 def command(
     data: Path = typer.Argument(..., help="The dataset folder (with letters.csv and letters/)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for letters.csv and clusters.json."),
-    known_templates: Path | None = typer.Option(None, "--known-templates",
-                                                help="Folder of public sample letters: matches are "
-                                                     "shared_public_template, never the school's."),
+    known_templates: Path | None = typer.Option(
+        None,
+        "--known-templates",
+        help="Folder of public sample letters: matches are "
+        "shared_public_template, never the school's.",
+    ),
     encoding: str | None = ENCODING,
     json_output: bool = JSON_OUTPUT,
     quiet: bool = QUIET,
-) -> int:  # fmt: skip
+) -> int:
     """Find letters written from a school's template among parents' deregistration letters."""
     from rich.table import Table
 
@@ -45,12 +48,21 @@ def command(
         typer.echo(json.dumps(clusters, indent=1, ensure_ascii=False))
         return 0
     console = stdout_console(quiet)
-    table = Table(title=f"{len(result.clusters)} letter clusters among {dataset.letters.height} letters")
+    table = Table(
+        title=f"{len(result.clusters)} letter clusters among {dataset.letters.height} letters"
+    )
     for name in ("Cluster", "Verdict", "School", "Families", "Schools", "Similarity", "Dates"):
         table.add_column(name)
     for c in result.clusters:
-        table.add_row(c["cluster_id"], c["verdict"], c["urn"], str(c["families"]), str(c["schools"]),
-                      f"{c['similarity']:.2f}", f"{c['date_from'] or ''} to {c['date_to'] or ''}")  # fmt: skip
+        table.add_row(
+            c["cluster_id"],
+            c["verdict"],
+            c["urn"],
+            str(c["families"]),
+            str(c["schools"]),
+            f"{c['similarity']:.2f}",
+            f"{c['date_from'] or ''} to {c['date_to'] or ''}",
+        )
     console.print(table)
     console.print(f"Outputs in {out}: letters.csv, clusters.json, manifest.json")
     return 0

@@ -22,8 +22,10 @@ def print_problem_lines(report: Report) -> None:
     """One plain line per problem, errors first (what a failing command shows)."""
     for problem in [*report.errors, *report.warnings]:
         print(problem.line(), file=sys.stderr)
-    print(f"{len(report.errors)} error(s), {len(report.warnings)} warning(s); nothing was written.",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"{len(report.errors)} error(s), {len(report.warnings)} warning(s); nothing was written.",
+        file=sys.stderr,
+    )
 
 
 def print_warnings(report: Report, quiet: bool = False) -> None:
@@ -40,6 +42,12 @@ def report_table(report: Report) -> Table:
         table.add_column(name, overflow="fold")
     for p in [*report.errors, *report.warnings]:
         style = "red" if p.severity == "error" else "yellow"
-        table.add_row(f"[{style}]{p.severity}[/]", p.file, "" if p.row is None else str(p.row),
-                      p.column or "", p.message, p.hint)  # fmt: skip
+        table.add_row(
+            f"[{style}]{p.severity}[/]",
+            p.file,
+            "" if p.row is None else str(p.row),
+            p.column or "",
+            p.message,
+            p.hint,
+        )
     return table

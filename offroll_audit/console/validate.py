@@ -10,7 +10,9 @@ from offroll_audit.console.options import ENCODING, JSON_OUTPUT
 
 
 def command(
-    data: Path = typer.Argument(..., help="The dataset folder (pupils, exits, optional schools and letters)."),
+    data: Path = typer.Argument(
+        ..., help="The dataset folder (pupils, exits, optional schools and letters)."
+    ),
     encoding: str | None = ENCODING,
     json_output: bool = JSON_OUTPUT,
 ) -> int:
@@ -21,8 +23,10 @@ def command(
 
     try:
         dataset, report = load_dataset(data, encoding=encoding)
-        summary = (f"{dataset.pupils.height:,} pupil rows, {dataset.exits.height:,} exits, "
-                   f"{dataset.schools.height:,} schools, {dataset.letters.height:,} letters")  # fmt: skip
+        summary = (
+            f"{dataset.pupils.height:,} pupil rows, {dataset.exits.height:,} exits, "
+            f"{dataset.schools.height:,} schools, {dataset.letters.height:,} letters"
+        )
     except DataError as bad:
         report, summary = bad.report, None
     console = stdout_console()
@@ -32,7 +36,9 @@ def command(
         if report.problems:
             console.print(report_table(report))
         verdict = "valid" if report.ok else "not valid"
-        console.print(f"{data}: {verdict}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+        console.print(
+            f"{data}: {verdict}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)"
+        )
         if summary:
             console.print(summary)
     return 0 if report.ok else 2
