@@ -373,3 +373,12 @@ def test_other_methods(method: str, tmp_path: Path, monkeypatch) -> None:
         assert block["alpha"] == 0 and block["method"] == "poisson"
     else:
         assert block["funnelplotr"]["phi"] > 0 and block["funnelplotr"]["tau2"] >= 0
+
+
+def test_demo_twice_gives_byte_identical_workbooks(tmp_path: Path) -> None:
+    for name in ("first", "second"):
+        assert run_cli("demo", tmp_path / name, "--quiet") == 0
+    books = sorted(p.relative_to(tmp_path / "first") for p in (tmp_path / "first").rglob("*.xlsx"))
+    assert Path("overview.xlsx") in books and len(books) > 1
+    for book in books:
+        assert (tmp_path / "first" / book).read_bytes() == (tmp_path / "second" / book).read_bytes()
