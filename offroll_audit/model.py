@@ -37,7 +37,6 @@ from __future__ import annotations
 import ast
 import csv
 import difflib
-import hashlib
 import json
 import math
 import os
@@ -1775,18 +1774,12 @@ def _sheet_rows(sheet, rows: list[list]) -> None:
                 sheet.cell(r, c, value)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def manifest(
     inputs: dict[str, Path], result: ModelResult, options: dict[str, Any], out: Path | None = None
 ) -> dict[str, Any]:
     """What a reader needs to reproduce a table: inputs' hashes, formula, options, tool version."""
+    from offroll_audit.report import sha256_file
+
     return _finite(
         {
             "tool": {"name": "offroll-audit", "version": __version__, "command": "model"},

@@ -15,6 +15,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -225,10 +227,7 @@ def write_outputs(
     manifest = manifest_document(result, dataset, options)
     issues = [asdict(p) for p in load_report.warnings] if load_report else []
     results = build_results(result, manifest, issues)
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with staged_folder(out) as staging:
         (staging / "results.json").write_text(results_json(results), encoding="utf-8")
         schools_csv_frame(result, options.suppress).write_csv(staging / "schools.csv")
         exits_csv_frame(result).write_csv(staging / "exits.csv")
@@ -239,11 +238,22 @@ def write_outputs(
 
             write_workbooks(with_exit_dicts(results), staging, suppress=options.suppress)
         write_json(staging / MANIFEST, manifest)
+    return results
+
+
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A private temporary folder next to OUT that becomes OUT only if the block succeeds;
+    on any failure it is removed and OUT is left as it was."""
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        yield staging
         replace_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return results
 
 
 def replace_folder(staging: Path, out: Path) -> None:
@@ -271,17 +281,10 @@ def write_letter_outputs(letters, dataset: Dataset, out: Path) -> dict:
         "command": "letters",
         "inputs": input_hashes(dataset),
     }
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with staged_folder(out) as staging:
         letters.letters.select(
             [pl.col(c).cast(pl.String) if c == "verdict" else pl.col(c) for c in LETTER_FIELDS]
         ).write_csv(staging / "letters.csv")
         write_json(staging / "clusters.json", clusters)
         write_json(staging / MANIFEST, manifest)
-        replace_folder(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return clusters
