@@ -7,18 +7,18 @@ import tempfile
 import traceback
 from pathlib import Path
 
-import click
 import typer
 
 from offroll_audit.problems import DataError, UsageError
 
-try:  # typer >= 0.24 vendors its own copy of click; older releases use click itself
-    from typer._click import exceptions as _vendored
-except ImportError:  # pragma: no cover - depends on the installed typer
-    _vendored = click.exceptions
-EXIT_SIGNALS = (click.exceptions.Exit, typer.Exit)
-ABORTS = (click.exceptions.Abort, typer.Abort)
-CLICK_ERRORS = (click.ClickException, _vendored.ClickException)
+try:  # recent typer vendors its own copy of click (and does not install click itself)
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer uses click, then a dependency of typer
+    from click import ClickException
+
+EXIT_SIGNALS = (typer.Exit,)
+ABORTS = (typer.Abort,)
+CLICK_ERRORS = (ClickException,)
 
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
