@@ -51,28 +51,36 @@ def _floats(*values: ArrayLike) -> list[FloatArray]:
     return list(np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in values)))
 
 
+def _by_family(
+    method: str, k: FloatArray, expected: FloatArray, alpha: FloatArray
+) -> FloatArray:
+    """scipy's `method` (cdf, sf or ppf) of NB(E, alpha), or of Poisson(E) where alpha is below
+    POISSON_ALPHA, each computed only where it applies (scipy's discrete functions are the
+    slowest step of a national run)."""
+    k, expected, alpha = np.broadcast_arrays(*_floats(k, expected, alpha))
+    is_nb = alpha >= POISSON_ALPHA
+    out = np.empty(k.shape)
+    if is_nb.any():
+        a, e = alpha[is_nb], expected[is_nb]
+        out[is_nb] = getattr(stats.nbinom, method)(k[is_nb], 1.0 / a, 1.0 / (1.0 + a * e))
+    if not is_nb.all():
+        out[~is_nb] = getattr(stats.poisson, method)(k[~is_nb], expected[~is_nb])
+    return out
+
+
 def _count_cdf(k: FloatArray, expected: FloatArray, alpha: FloatArray) -> FloatArray:
     """P(Y <= k) under NB(E, alpha), Poisson(E) where alpha is below POISSON_ALPHA."""
-    is_nb = alpha >= POISSON_ALPHA
-    safe = np.where(is_nb, alpha, 1.0)
-    negbin = stats.nbinom.cdf(k, 1.0 / safe, 1.0 / (1.0 + safe * expected))
-    return np.where(is_nb, negbin, stats.poisson.cdf(k, expected))
+    return _by_family("cdf", k, expected, alpha)
 
 
 def _count_sf(k: FloatArray, expected: FloatArray, alpha: FloatArray) -> FloatArray:
     """P(Y > k), computed directly (not 1 - cdf) so tiny tail areas keep their digits."""
-    is_nb = alpha >= POISSON_ALPHA
-    safe = np.where(is_nb, alpha, 1.0)
-    negbin = stats.nbinom.sf(k, 1.0 / safe, 1.0 / (1.0 + safe * expected))
-    return np.where(is_nb, negbin, stats.poisson.sf(k, expected))
+    return _by_family("sf", k, expected, alpha)
 
 
 def _count_ppf(q: FloatArray, expected: FloatArray, alpha: FloatArray) -> FloatArray:
     """Smallest integer r with P(Y <= r) >= q (scipy's quantile, checked and corrected)."""
-    is_nb = alpha >= POISSON_ALPHA
-    safe = np.where(is_nb, alpha, 1.0)
-    negbin = stats.nbinom.ppf(q, 1.0 / safe, 1.0 / (1.0 + safe * expected))
-    r = np.where(is_nb, negbin, stats.poisson.ppf(q, expected))
+    r = _by_family("ppf", q, expected, alpha)
     ok = np.isfinite(r)
     for _ in range(64):  # scipy is at most a step off; the guard only bounds the loop
         too_low = ok & (_count_cdf(r, expected, alpha) < q)
