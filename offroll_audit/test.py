@@ -51,9 +51,7 @@ def _floats(*values: ArrayLike) -> list[FloatArray]:
     return list(np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in values)))
 
 
-def _by_family(
-    method: str, k: FloatArray, expected: FloatArray, alpha: FloatArray
-) -> FloatArray:
+def _by_family(method: str, k: FloatArray, expected: FloatArray, alpha: FloatArray) -> FloatArray:
     """scipy's `method` (cdf, sf or ppf) of NB(E, alpha), or of Poisson(E) where alpha is below
     POISSON_ALPHA, each computed only where it applies (scipy's discrete functions are the
     slowest step of a national run)."""
