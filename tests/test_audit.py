@@ -382,3 +382,22 @@ def test_demo_twice_gives_byte_identical_workbooks(tmp_path: Path) -> None:
     assert Path("overview.xlsx") in books and len(books) > 1
     for book in books:
         assert (tmp_path / "first" / book).read_bytes() == (tmp_path / "second" / book).read_bytes()
+
+
+def test_audit_of_a_dataset_with_errors_prints_the_report_and_writes_nothing(
+    tmp_path: Path, capsys
+) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(EXAMPLE, data, ignore=shutil.ignore_patterns("letters*"))
+    pupils = (data / "pupils.csv").read_text().splitlines()
+    header = pupils[0].split(",")
+    row = pupils[3].split(",")
+    row[header.index("sen_provision")] = "Q"
+    pupils[3] = ",".join(row)
+    (data / "pupils.csv").write_text("\n".join(pupils) + "\n")
+    assert run_cli("audit", data, "--out", tmp_path / "out", "--no-workbooks") == 2
+    err = capsys.readouterr().err
+    assert "pupils.csv:4 [sen_provision]" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
