@@ -947,6 +947,25 @@ def _similarities(space: _Space, rows: np.ndarray, settings: LetterSettings) -> 
     }
 
 
+def _tokenised(texts: pl.Series, rows: list[int]) -> tuple[list[pl.DataFrame], list[list[str]]]:
+    """The chosen letters' word frames (token, shown, raw) and their token lists."""
+    words = _token_frame(texts.gather(rows), shown=True)
+    by_row = words.partition_by("idx", as_dict=True, include_key=False)
+    empty = pl.DataFrame(schema={"token": pl.String, "shown": pl.String, "raw": pl.String})
+    letters = [by_row.get((k,), empty) for k in range(len(rows))]
+    return letters, [letter.get_column("token").to_list() for letter in letters]
+
+
+def _shared_runs(tokens: list[str], other: list[str], min_words: int) -> np.ndarray:
+    """Which of `tokens` lie in a run of at least `min_words` words that `other` also has."""
+    shared = np.zeros(len(tokens), dtype=bool)
+    matcher = difflib.SequenceMatcher(None, tokens, other, autojunk=False)
+    for block in matcher.get_matching_blocks():
+        if block.size >= min_words:
+            shared[block.a : block.a + block.size] = True
+    return shared
+
+
 def _shared_passages(
     medoid: int, others: list[int], texts: pl.Series, settings: LetterSettings
 ) -> list[str]:
@@ -956,18 +975,11 @@ def _shared_passages(
     if not others:
         return []
     chosen = [medoid, *others]
-    words = _token_frame(texts.gather(chosen), shown=True)
-    by_row = words.partition_by("idx", as_dict=True, include_key=False)
-    empty = pl.DataFrame(schema={"token": pl.String, "shown": pl.String, "raw": pl.String})
-    letters = [by_row.get((k,), empty) for k in range(len(chosen))]
-    tokens = [letter.get_column("token").to_list() for letter in letters]
+    letters, tokens = _tokenised(texts, chosen)
     needed = len(others) // 2 + len(others) % 2  # at least half of the compared letters
     coverage = np.zeros(len(tokens[0]), dtype=np.int64)
     for other in tokens[1:]:
-        matcher = difflib.SequenceMatcher(None, tokens[0], other, autojunk=False)
-        for block in matcher.get_matching_blocks():
-            if block.size >= settings.passage_min_words:
-                coverage[block.a : block.a + block.size] += 1
+        coverage += _shared_runs(tokens[0], other, settings.passage_min_words)
     shown = _reveal_common_names(letters, needed)
     runs = [r for r in _true_runs(coverage >= needed) if r[1] - r[0] >= settings.passage_min_words]
     plain = [sum(not t.startswith("<") for t in tokens[0][a:b]) for a, b in runs]
@@ -987,11 +999,7 @@ def _excerpts(
     segments marked `shared` where a run of words also appears in another of them. Names,
     dates and numbers stay masked unless every other excerpt has the same word."""
     chosen = [medoid, *others]
-    words = _token_frame(texts.gather(chosen), shown=True)
-    by_row = words.partition_by("idx", as_dict=True, include_key=False)
-    empty = pl.DataFrame(schema={"token": pl.String, "shown": pl.String, "raw": pl.String})
-    letters = [by_row.get((k,), empty) for k in range(len(chosen))]
-    tokens = [letter.get_column("token").to_list() for letter in letters]
+    letters, tokens = _tokenised(texts, chosen)
     ids = dict(group.select("i", "letter_id").iter_rows())
     excerpts = []
     for k, row in enumerate(chosen):
@@ -999,10 +1007,7 @@ def _excerpts(
         shown = _reveal_common_names([letters[j] for j in order], max(len(chosen) - 1, 1))
         shared = np.zeros(len(tokens[k]), dtype=bool)
         for j in order[1:]:
-            matcher = difflib.SequenceMatcher(None, tokens[k], tokens[j], autojunk=False)
-            for block in matcher.get_matching_blocks():
-                if block.size >= settings.passage_min_words:
-                    shared[block.a : block.a + block.size] = True
+            shared |= _shared_runs(tokens[k], tokens[j], settings.passage_min_words)
         cut = min(limit, len(shown))
         edges = np.flatnonzero(np.diff(shared[:cut].astype(np.int8))) + 1
         bounds = [0, *edges.tolist(), cut]
