@@ -9,6 +9,7 @@ an earlier good run is replaced in one step.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -81,20 +82,22 @@ def read_key(key_file: Path | None) -> bytes:
     return key
 
 
-def pseudonym_expr(column: str, key: bytes) -> pl.Expr:
-    """HMAC-SHA256 of each id under the key, shortened to 20 hex digits (80 bits)."""
-
-    def keyed(value: str) -> str:
-        return "H" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:20]
-
-    return pl.col(column).map_elements(keyed, return_dtype=pl.String, skip_nulls=True)
+def pseudonyms(ids: pl.Series, key: bytes) -> pl.Series:
+    """HMAC-SHA256 of each id under the key, shortened to 20 hex digits (80 bits); each
+    distinct id is hashed once (a pupil has many rows), nulls stay null."""
+    distinct = ids.drop_nulls().unique()
+    hashed = [
+        "H" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:20]
+        for value in distinct.to_list()
+    ]
+    return ids.replace_strict(distinct, pl.Series(hashed, dtype=pl.String), default=None)
 
 
 def pseudonymise(result: AuditResult, key: bytes) -> AuditResult:
-    """The same result with every pupil and family id replaced by its keyed hash."""
+    """A copy of the result with every pupil and family id replaced by its keyed hash."""
     columns = [c for c in ("pupil_id", "family_id") if c in result.exits.columns]
-    result.exits = result.exits.with_columns([pseudonym_expr(c, key) for c in columns])
-    return result
+    exits = result.exits.with_columns([pseudonyms(result.exits[c], key) for c in columns])
+    return dataclasses.replace(result, exits=exits)
 
 
 # --------------------------------------------------------------------------- tables
