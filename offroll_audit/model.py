@@ -1680,44 +1680,14 @@ def _write_csv(path: Path, rows: list[list], fit: list[list], compared: list[lis
         writer.writerow(header)
         for row in rows:
             writer.writerow([_inert_csv(v) for v in ["coefficient", *row]])
-        for model, key, value in fit:
+        for section, model, key, value in [
+            *(("fit", model, key, value) for model, key, value in fit),
+            *(("comparison", "", key, value) for key, value in compared),
+        ]:
             text = isinstance(value, str)
-            writer.writerow(
-                [
-                    _inert_csv(v)
-                    for v in [
-                        "fit",
-                        model,
-                        key,
-                        "" if text else value,
-                        "",
-                        "",
-                        "",
-                        "",
-                        "",
-                        value if text else "",
-                    ]
-                ]
-            )
-        for key, value in compared:
-            text = isinstance(value, str)
-            writer.writerow(
-                [
-                    _inert_csv(v)
-                    for v in [
-                        "comparison",
-                        "",
-                        key,
-                        "" if text else value,
-                        "",
-                        "",
-                        "",
-                        "",
-                        "",
-                        value if text else "",
-                    ]
-                ]
-            )
+            number, note = ("", value) if text else (value, "")
+            cells = [section, model, key, number, "", "", "", "", "", note]
+            writer.writerow([_inert_csv(v) for v in cells])
 
 
 def _write_xlsx(
