@@ -118,14 +118,10 @@ def schools_csv_frame(result: AuditResult, suppress: int) -> pl.DataFrame:
 
 
 def count_columns(frame: pl.DataFrame) -> list[str]:
-    """Integer columns that count pupils or exits (what suppression applies to)."""
+    """Integer columns that count pupils, exits or flags (what suppression applies to); the
+    count that would have flagged a school is a threshold, not a count of pupils."""
     return [
-        c
-        for c in frame.columns
-        if frame.schema[c].is_integer()
-        and c not in ("line",)
-        and not c.endswith("flag_count_95")
-        and not c.endswith("flag_count_998")
+        c for c, dtype in frame.schema.items() if dtype.is_integer() and "count_to_flag" not in c
     ]
 
 
