@@ -8,22 +8,9 @@ from typing import Any
 
 import typer
 
-from offroll_audit.console.options import ENCODING, JSON_OUTPUT, QUIET
+from offroll_audit.console.options import DATE_FROM, DATE_TO, ENCODING, JSON_OUTPUT, QUIET, TERM
 
 METHODS = ("nb", "poisson", "funnelplotr")
-
-
-def _date(value: str | None, option: str):
-    if value is None:
-        return None
-    for pattern in ("%Y-%m-%d", "%d/%m/%Y"):
-        try:
-            return datetime.strptime(value.strip(), pattern).date()
-        except ValueError:
-            continue
-    from offroll_audit.problems import UsageError
-
-    raise UsageError(f"{option} {value!r} is not a date: use 2024-09-01 or 01/09/2024")
 
 
 def command(
@@ -42,15 +29,9 @@ def command(
         help="Where expected rates come from: local (fitted on this data), "
         "england, or a baseline .toml file.",
     ),
-    term: str | None = typer.Option(
-        None,
-        "--term",
-        help="Audit window as a term: 2024-AUT, 2025-SPR, 2025-SUM, or a school year 2024-25.",
-    ),
-    date_from: str | None = typer.Option(
-        None, "--from", help="First day of the window (2024-09-01)."
-    ),
-    date_to: str | None = typer.Option(None, "--to", help="Last day of the window (2024-12-20)."),
+    term: str | None = TERM,
+    date_from: datetime | None = DATE_FROM,
+    date_to: datetime | None = DATE_TO,
     urn: list[str] = typer.Option(
         [],
         "--urn",
@@ -105,8 +86,8 @@ def command(
         profile=load_profile(profile),
         baseline=baseline,
         term=term,
-        start=_date(date_from, "--from"),
-        end=_date(date_to, "--to"),
+        start=date_from.date() if date_from else None,
+        end=date_to.date() if date_to else None,
         urns=list(urn),
         trust=trust,
         method=method,

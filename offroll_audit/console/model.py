@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from offroll_audit.console.options import ENCODING, JSON_OUTPUT, QUIET
+from offroll_audit.console.options import DATE_FROM, DATE_TO, ENCODING, JSON_OUTPUT, QUIET, TERM
 
 FORMULA_HELP = (
     "outcome ~ predictors, as statsmodels/patsy write it, e.g. "
@@ -50,10 +50,6 @@ OUT = typer.Option(
     help="Write the results to a .xlsx or .csv file, with OUT.manifest.json next to it "
     "(input hashes, formula, tool version).",
 )
-TERM = typer.Option(None, "--term", help="Window: a term (2024-AUT) or a school year (2024-25).")
-DATE_FORMATS = ["%Y-%m-%d", "%d/%m/%Y"]
-START = typer.Option(None, "--from", formats=DATE_FORMATS, help="Window start (with --to).")
-END = typer.Option(None, "--to", formats=DATE_FORMATS, help="Window end (with --from).")
 PROFILE = typer.Option(
     "default", "--profile", help="Thresholds profile: which exits count as explained."
 )
@@ -68,8 +64,8 @@ def command(
     compare: str | None = COMPARE,
     out: Path | None = OUT,
     term: str | None = TERM,
-    start: datetime | None = START,
-    end: datetime | None = END,
+    start: datetime | None = DATE_FROM,
+    end: datetime | None = DATE_TO,
     profile: str = PROFILE,
     encoding: str | None = ENCODING,
     json_output: bool = JSON_OUTPUT,
