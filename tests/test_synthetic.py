@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
@@ -28,7 +27,6 @@ from offroll_audit.synthetic import (
 SMALL = {"schools": 30, "pupils": 8000}
 CHECK_ALPHABET = "ABCDEFGHJKLMNPQRTUVWXYZ"
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
-HAS_LETTERS = importlib.util.find_spec("offroll_audit.synthetic_letters") is not None
 
 PUPIL_COLUMNS = [
     "pupil_id",
@@ -510,7 +508,6 @@ def test_rejects_arguments_it_cannot_honour(tmp_path):
 # --------------------------------------------------------------------------- letters
 
 
-@pytest.mark.skipif(not HAS_LETTERS, reason="offroll_audit.synthetic_letters not written yet")
 def test_letters_link_to_ehe_exits_and_are_deterministic(tmp_path):
     first, second = tmp_path / "one", tmp_path / "two"
     truth = generate_dataset(first, seed=5, **SMALL)
