@@ -47,7 +47,7 @@ def stages(data: Path) -> None:
     exits = classify_exits(dataset.exits, pupils, dataset.schools, window, profile)
     timings["classify"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    at_risk = exp.pupils_at_risk(pupils, exits, window, pipeline.outcome_filters(profile))
+    at_risk = exp.pupils_at_risk(pupils, exits, window, pipeline.outcome_filters())
     outcomes = {
         outcome: pipeline.assess_outcome(cells, outcome, case_mix, window, options)
         for outcome, (cells, case_mix) in pipeline.outcome_cells(at_risk, profile).items()

@@ -64,7 +64,7 @@ class AuditResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def outcome_filters(profile: Profile) -> dict[str, pl.Expr]:
+def outcome_filters() -> dict[str, pl.Expr]:
     """Which classified exits count for each outcome (a pupil counts once per school)."""
     return {
         "ehe": pl.col("destination") == "EHE",
@@ -84,7 +84,7 @@ def run_audit(dataset: Dataset, options: AuditOptions) -> AuditResult:
 
         letters = run_letters(dataset, known_templates=options.known_templates)
         exits = flag_templated_exits(exits, letters, profile)
-    at_risk = exp.pupils_at_risk(pupils, exits, window, outcome_filters(profile))
+    at_risk = exp.pupils_at_risk(pupils, exits, window, outcome_filters())
     warnings: list[str] = []
     covered = set(OUTCOMES)
     if options.baseline != "local":
@@ -102,7 +102,7 @@ def run_audit(dataset: Dataset, options: AuditOptions) -> AuditResult:
             warnings.append(f"{OUTCOME_LABEL[outcome]}: {outcomes[outcome].overdispersion.warning}")
     schools = school_table(dataset, pupils, exits, outcomes, letters)
     schools = select_schools(schools, profile)
-    schools = restrict(schools, dataset, options)
+    schools = restrict(schools, options)
     return AuditResult(window, options, schools, exits, outcomes, letters, warnings)
 
 
@@ -191,14 +191,22 @@ def refit_without_outliers(
     threshold = float(settings.get("outlier_p", 0.001))
     excluded: list[str] = []
     for _ in range(3):
-        totals = exp.school_totals(exp.expected_by_cell(cells, baseline.rates, case_mix))
-        p = stats.poisson_p_upper(totals["observed"].to_numpy(), totals["expected"].to_numpy())
-        found = sorted(set(excluded) | set(totals.filter(pl.Series(p < threshold))["urn"]))
+        p = poisson_p_by_school(cells, baseline, case_mix)
+        found = sorted(set(excluded) | set(p.filter(pl.col("p") < threshold)["urn"]))
         if found == excluded:
             break
         excluded = found
         baseline.rates = exp.fit_local_rates(cells, case_mix, model, exclude=excluded)
     return excluded
+
+
+def poisson_p_by_school(
+    cells: pl.DataFrame, baseline: exp.Baseline, case_mix: list[str]
+) -> pl.DataFrame:
+    """urn and the exact Poisson p of its count under the baseline's pooled rates."""
+    totals = exp.school_totals(exp.expected_by_cell(cells, baseline.rates, case_mix))
+    p = stats.poisson_p_upper(totals["observed"].to_numpy(), totals["expected"].to_numpy())
+    return totals.select("urn", pl.Series("p", p))
 
 
 def leave_one_out_candidates(
@@ -211,11 +219,8 @@ def leave_one_out_candidates(
     """Schools whose count is above their pooled expectation (Poisson p < 0.05): the ones whose
     own exits could have raised their yardstick enough to matter. Capped (smallest p first)
     so national runs stay fast; schools already left out of the fit need no second look."""
-    totals = exp.school_totals(exp.expected_by_cell(cells, baseline.rates, case_mix))
-    p = stats.poisson_p_upper(totals["observed"].to_numpy(), totals["expected"].to_numpy())
-    suspects = totals.with_columns(pl.Series("p", p)).filter(
-        (pl.col("p") < p_below) & ~pl.col("urn").is_in(baseline.excluded_urns)
-    )
+    p = poisson_p_by_school(cells, baseline, case_mix)
+    suspects = p.filter((pl.col("p") < p_below) & ~pl.col("urn").is_in(baseline.excluded_urns))
     return suspects.sort("p", "urn").head(limit).get_column("urn").sort().to_list()
 
 
@@ -271,7 +276,7 @@ def school_table(
     return frame.sort("urn")
 
 
-def restrict(schools: pl.DataFrame, dataset: Dataset, options: AuditOptions) -> pl.DataFrame:
+def restrict(schools: pl.DataFrame, options: AuditOptions) -> pl.DataFrame:
     """--urn / --trust restrict what is reported, never the baseline."""
     if options.urns:
         schools = schools.filter(pl.col("urn").is_in(options.urns))

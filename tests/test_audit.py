@@ -162,7 +162,7 @@ def _ehe_cells(dataset):
     window = choose_window(dataset.exits, None, None, None)
     pupils = pick_census(dataset.pupils, window)
     exits = classify_exits(dataset.exits, pupils, dataset.schools, window, profile)
-    at_risk = exp.pupils_at_risk(pupils, exits, window, outcome_filters(profile))
+    at_risk = exp.pupils_at_risk(pupils, exits, window, outcome_filters())
     return outcome_cells(at_risk, profile)["ehe"]
 
 
