@@ -55,7 +55,7 @@ def _by_family(method: str, k: FloatArray, expected: FloatArray, alpha: FloatArr
     """scipy's `method` (cdf, sf or ppf) of NB(E, alpha), or of Poisson(E) where alpha is below
     POISSON_ALPHA, each computed only where it applies (scipy's discrete functions are the
     slowest step of a national run)."""
-    k, expected, alpha = np.broadcast_arrays(*_floats(k, expected, alpha))
+    k, expected, alpha = _floats(k, expected, alpha)
     is_nb = alpha >= POISSON_ALPHA
     out = np.empty(k.shape)
     if is_nb.any():
