@@ -770,26 +770,6 @@ def _check_order(frame: pl.DataFrame, first: str, then: str, file: str, report: 
 # --------------------------------------------------------------------------- UPNs and census
 
 
-def upn_check_letter(ids: pl.Expr) -> pl.Expr:
-    """The check letter a UPN-shaped id should start with (domain-facts.md)."""
-    weighted = []
-    for position in range(2, 14):
-        char = ids.str.slice(position - 1, 1)
-        if position == 13:
-            letter_index = {letter: i for i, letter in enumerate(UPN_CHECK_ALPHABET)}
-            value = pl.when(char.str.contains(r"\d")).then(char.cast(pl.Int64, strict=False))
-            value = value.otherwise(
-                char.replace_strict(letter_index, default=None, return_dtype=pl.Int64)
-            )
-        else:
-            value = char.cast(pl.Int64, strict=False)
-        weighted.append(value * position)
-    remainder = pl.sum_horizontal(weighted) % 23
-    return remainder.replace_strict(
-        dict(enumerate(UPN_CHECK_ALPHABET)), default=None, return_dtype=pl.String
-    )
-
-
 def _upn_tables() -> tuple[np.ndarray, np.ndarray]:
     """By byte: the value of a UPN's final character (-1 if invalid); check letters (lower)."""
     value = np.full(256, -1, dtype=np.int16)  # digits their value, letters their alphabet index

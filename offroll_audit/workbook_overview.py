@@ -178,12 +178,6 @@ def outcome_sentence(school: dict[str, Any], outcome: str, suppress: int) -> str
     return text + "."
 
 
-def p_text(p: Any) -> str:
-    if p is None:
-        return "n/a"
-    return "<0.001" if p < 0.001 else f"{p:.4f}"
-
-
 def alpha_text(block: dict[str, Any] | None) -> str:
     if not block or block.get("alpha") is None:
         return "not estimated"
