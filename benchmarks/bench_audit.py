@@ -47,14 +47,14 @@ def stages(data: Path) -> None:
     exits = classify_exits(dataset.exits, pupils, dataset.schools, window, profile)
     timings["classify"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    at_risk = exp.pupils_at_risk(pupils, exits, window, pipeline.outcome_filters())
+    roll = exp.roll_cells(pupils, exits, window, pipeline.outcome_filters(), exp.DEFAULT_CASE_MIX)
     outcomes = {
         outcome: pipeline.assess_outcome(cells, outcome, case_mix, window, options)
-        for outcome, (cells, case_mix) in pipeline.outcome_cells(at_risk, profile).items()
+        for outcome, (cells, case_mix) in pipeline.outcome_cells(roll, exp.DEFAULT_CASE_MIX).items()
     }
     timings["expected_and_tests"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    schools = pipeline.school_table(dataset, pupils, exits, outcomes, None)
+    schools = pipeline.school_table(dataset, roll, exits, outcomes, None)
     schools = select_schools(schools, profile)
     timings["school_table_and_select"] = time.perf_counter() - mark
     timings["statistics_after_loading"] = sum(v for k, v in timings.items() if k != "load")

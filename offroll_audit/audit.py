@@ -84,50 +84,49 @@ def run_audit(dataset: Dataset, options: AuditOptions) -> AuditResult:
 
         letters = run_letters(dataset, known_templates=options.known_templates)
         exits = flag_templated_exits(exits, letters, profile)
-    at_risk = exp.pupils_at_risk(pupils, exits, window, outcome_filters())
+    case_mix = list(profile.statistics.get("case_mix", exp.DEFAULT_CASE_MIX))
+    roll = exp.roll_cells(pupils, exits, window, outcome_filters(), case_mix)
     warnings: list[str] = []
     covered = set(OUTCOMES)
     if options.baseline != "local":
         covered = exp.baseline_outcomes(exp.baseline_path(options.baseline))
     outcomes = {}
-    for outcome, (cells, case_mix) in outcome_cells(at_risk, profile).items():
+    for outcome, (cells, mix) in outcome_cells(roll, case_mix).items():
         if outcome not in covered:
             warnings.append(
                 f"{OUTCOME_LABEL[outcome]}: the baseline {options.baseline} has no "
                 "rates for them, so they were not tested"
             )
             continue
-        outcomes[outcome] = assess_outcome(cells, outcome, case_mix, window, options)
+        outcomes[outcome] = assess_outcome(cells, outcome, mix, window, options)
         if outcomes[outcome].overdispersion.warning:
             warnings.append(f"{OUTCOME_LABEL[outcome]}: {outcomes[outcome].overdispersion.warning}")
-    schools = school_table(dataset, pupils, exits, outcomes, letters)
+    schools = school_table(dataset, roll, exits, outcomes, letters)
     schools = select_schools(schools, profile)
     schools = restrict(schools, options)
     return AuditResult(window, options, schools, exits, outcomes, letters, warnings)
 
 
 def outcome_cells(
-    at_risk: pl.DataFrame, profile: Profile
+    roll: pl.DataFrame, case_mix: list[str]
 ) -> dict[str, tuple[pl.DataFrame, list[str]]]:
-    """Case-mix cells for each outcome, aggregated once per population: all pupils for EHE and
-    unexplained exits, Year 10 pupils (without year group in the case mix) for Year 10 loss."""
-    case_mix = list(profile.statistics.get("case_mix", exp.DEFAULT_CASE_MIX))
+    """Case-mix cells for each outcome, from the roll cells: all pupils for EHE and unexplained
+    exits, Year 10 pupils (without year group in the case mix) for Year 10 loss."""
     populations = {
-        ("ehe", "unexplained"): (at_risk, case_mix),
+        ("ehe", "unexplained"): (roll, case_mix),
         ("y10_loss",): (
-            at_risk.filter(pl.col("year_group") == "10"),
+            roll.filter(pl.col("year_group") == "10"),
             [c for c in case_mix if c != "year_group"],
         ),
     }
     cells_by_outcome = {}
-    for names, (pupils, mix) in populations.items():
-        if pupils.is_empty():
+    for names, (population, mix) in populations.items():
+        cells = exp.aggregate_cells(population, mix)
+        if cells.is_empty():
             continue
-        cells = exp.aggregate_cells(pupils, list(names), mix)
         for name in names:
-            events = cells.rename({f"events_{name}": "events"}).drop(
-                [f"events_{other}" for other in names if other != name]
-            )
+            events = cells.rename({f"events_{name}": "events"})
+            events = events.drop([c for c in events.columns if c.startswith("events_")])
             cells_by_outcome[name] = (events, mix)
     return cells_by_outcome
 
@@ -243,14 +242,15 @@ def _expected_and_tests(
 
 def school_table(
     dataset: Dataset,
-    pupils: pl.DataFrame,
+    roll: pl.DataFrame,
     exits: pl.DataFrame,
     outcomes: dict[str, OutcomeResult],
     letters,
 ) -> pl.DataFrame:
     """One flat row per school on roll: identity, each outcome's statistics, flags, letters."""
-    roll = pupils.group_by("urn").agg(
-        pl.len().alias("pupils"), (pl.col("year_group") == "10").sum().alias("y10_pupils")
+    roll = roll.group_by("urn").agg(
+        pl.col("roll").sum().alias("pupils"),
+        pl.col("roll").filter(pl.col("year_group") == "10").sum().alias("y10_pupils"),
     )
     frame = roll.join(
         dataset.schools.select("urn", "name", "phase", "type", "trust", "la_code"),

@@ -59,13 +59,16 @@ PUPIL_FIELDS = [
     "sen_need",
     "attendance",
     "suspensions",
+    "on_roll_from",
+    "on_roll_to",
 ]
 KEYS = ["pupil_id", "urn"]
 NO_CODES = pl.List(pl.String())
 
 
 def attach_pupils(exits: pl.DataFrame, pupils: pl.DataFrame) -> pl.DataFrame:
-    """Each exit with the characteristics of that pupil at that school (first roll row).
+    """Each exit with the characteristics of that pupil at that school (first roll row), and
+    `pupil_line`: that row's line in the pupils file (null when the pupil is not on the roll).
 
     A national roll has millions of rows and only a few percent of pupils leave, so the
     roll is first cut to the pupils who have an exit (a test on a hash of the id), then
@@ -73,7 +76,13 @@ def attach_pupils(exits: pl.DataFrame, pupils: pl.DataFrame) -> pl.DataFrame:
     against the real keys, and any doubt (a collision, or a pupil on the roll twice at
     one school) falls back to the exact join on the keys themselves.
     """
-    fields = pupils.select(*KEYS, *PUPIL_FIELDS, pl.col("family_id").alias("_pupil_family"))
+    fields = pupils.select(
+        *KEYS,
+        *PUPIL_FIELDS,
+        pl.col("line").alias("pupil_line"),
+        pl.col("family_id").alias("_pupil_family"),
+    )
+    exits = exits.drop(PUPIL_FIELDS, "pupil_line", strict=False)
     wanted = exits.get_column("pupil_id").hash(seed=0).unique().implode()
     fields = fields.filter(pl.col("pupil_id").hash(seed=0).is_in(wanted))
     key = pl.struct(KEYS).hash(seed=0).alias("_key")

@@ -52,10 +52,9 @@ def pupils_at_risk(
     a pupil counts once per school whatever number of exits (contract). One
     join for all outcomes: at national scale each join of 9M rows costs seconds.
 
-    Exposure is the share of the window a pupil was at risk, from on_roll_from/
-    on_roll_to. A pupil who left in the window counts from their start to the
-    window's end (at risk until the exit ended it), so leaving does not shrink
-    the denominator of the very rate it is part of. Without dates: whole.
+    Exposure (see `exposure`): a pupil who left in the window counts from their start
+    to the window's end (at risk until the exit ended it), so leaving does not shrink
+    the denominator of the very rate it is part of.
     """
     hits = (
         exits.filter(pl.col("in_window"))
@@ -64,18 +63,9 @@ def pupils_at_risk(
         .with_columns(pl.lit(True).alias("_left"))
     )
     frame = pupils.join(hits, on=["pupil_id", "urn"], how="left")
-    start = pl.max_horizontal(pl.col("on_roll_from").fill_null(window.start), pl.lit(window.start))
-    stop = (
-        pl.when(pl.col("_left").fill_null(False))
-        .then(pl.lit(window.end))
-        .otherwise(
-            pl.min_horizontal(pl.col("on_roll_to").fill_null(window.end), pl.lit(window.end))
-        )
-    )
-    days = ((stop - start).dt.total_days() + 1).clip(lower_bound=0)
     return (
         frame.with_columns(
-            (days / window.days).clip(0, 1).alias("exposure"),
+            exposure(window, left=pl.col("_left").fill_null(False)),
             *[pl.col(name).fill_null(0) for name in outcomes],
         )
         .drop("_left")
@@ -83,51 +73,132 @@ def pupils_at_risk(
     )
 
 
+def exposure(window: Window, left: pl.Expr | None = None) -> pl.Expr:
+    """Share of the window a pupil was at risk, from on_roll_from/on_roll_to (whole without
+    dates); a pupil who `left` in the window is at risk from their start to the window's end."""
+    start = pl.max_horizontal(pl.col("on_roll_from").fill_null(window.start), pl.lit(window.start))
+    stayed = pl.min_horizontal(pl.col("on_roll_to").fill_null(window.end), pl.lit(window.end))
+    stop = stayed if left is None else pl.when(left).then(pl.lit(window.end)).otherwise(stayed)
+    days = ((stop - start).dt.total_days() + 1).clip(lower_bound=0)
+    return (days / window.days).clip(0, 1).alias("exposure")
+
+
 def pattern_key(schema: pl.Schema, case_mix: list[str]) -> pl.Expr:
     """One integer per case-mix pattern (mixed radix over the columns' codes, missing = an extra
     code). Grouping and joining on one integer is several times faster than on the columns."""
     key = pl.lit(0, dtype=pl.UInt64)
     for column in case_mix:
-        dtype = schema[column]
-        if isinstance(dtype, pl.Enum):
-            size, code = len(dtype.categories), pl.col(column).to_physical()
-        elif dtype == pl.Boolean:
-            size, code = 2, pl.col(column)
-        else:
-            raise UsageError(f"case-mix column {column} must be a coded column (got {dtype})")
+        size, code = _coded(schema, column)
         key = key * (size + 1) + code.cast(pl.UInt64).fill_null(size)
     return key
 
 
-def aggregate_cells(
-    at_risk: pl.DataFrame, outcomes: list[str], case_mix: list[str]
-) -> pl.DataFrame:
-    """Case-mix cells per school: trials (pupil exposure), pupils, `events_<outcome>` for each
-    outcome, the pattern key, and key stage.
+def pattern_columns(patterns: pl.Series, schema: pl.Schema, case_mix: list[str]) -> pl.DataFrame:
+    """The inverse of pattern_key: each distinct pattern with its case-mix columns."""
+    frame = patterns.unique().sort().to_frame("pattern")
+    radix, columns = 1, []
+    for column in reversed(case_mix):
+        size, _ = _coded(schema, column)
+        dtype = schema[column]
+        boolean = {0: False, 1: True}
+        values = dict(enumerate(dtype.categories)) if isinstance(dtype, pl.Enum) else boolean
+        code = (pl.col("pattern") // radix) % (size + 1)
+        columns.append(code.replace_strict(values, default=None, return_dtype=dtype).alias(column))
+        radix *= size + 1
+    return frame.with_columns(columns[::-1])
 
-    Millions of pupils become about a million cells in one pass; key stage follows from year
-    group, so it is added to the cells rather than computed per pupil.
+
+def _coded(schema: pl.Schema, column: str) -> tuple[int, pl.Expr]:
+    """How many codes a case-mix column has, and its code (0-based) as an expression."""
+    dtype = schema[column]
+    if isinstance(dtype, pl.Enum):
+        return len(dtype.categories), pl.col(column).to_physical()
+    if dtype == pl.Boolean:
+        return 2, pl.col(column)
+    raise UsageError(f"case-mix column {column} must be a coded column (got {dtype})")
+
+
+CELL_SHIFT = 1 << 40  # roll cell key = URN (6 digits) x 2^40 + pattern
+
+
+def roll_cells(
+    pupils: pl.DataFrame,
+    exits: pl.DataFrame,
+    window: Window,
+    outcomes: dict[str, pl.Expr],
+    case_mix: list[str],
+) -> pl.DataFrame:
+    """Every school x pattern of `case_mix` + year group on the roll: `roll` (census pupils),
+    `pupils` (at risk in the window), `trials` (their exposure), `events_<outcome>`.
+
+    The same numbers as summing pupils_at_risk over the cells (test), without joining
+    millions of pupils to their exits: the roll is aggregated on its own as if nobody had
+    left, then the few pupils who left in the window are corrected from the exits side,
+    where classification has already attached their roll row (`pupil_line`). Cells are
+    keyed by one integer and decoded afterwards, because grouping 9M rows by text is slow.
     """
     keys = [*case_mix, *[c for c in ["year_group"] if c not in case_mix]]
-    schema = at_risk.schema
-    cell = pl.col("urn").cast(pl.UInt64) * 1_000_000_000 + pattern_key(schema, keys)
-    cells = (
-        at_risk.lazy()
-        .group_by(cell.alias("_cell"))
+    cell = (pl.col("urn").cast(pl.UInt64) * CELL_SHIFT + pattern_key(pupils.schema, keys)).alias(
+        "cell"
+    )
+    stayed = (
+        pupils.lazy()
+        .select(cell, exposure(window))
+        .group_by("cell")
         .agg(
-            pl.col("urn").first(),
-            *[pl.col(c).first() for c in keys],
+            pl.len().alias("roll"),
+            (pl.col("exposure") > 0).sum().alias("pupils"),
             pl.col("exposure").sum().alias("trials"),
-            pl.len().alias("pupils"),
-            *[pl.col(o).sum().alias(f"events_{o}") for o in outcomes],
         )
-        .drop("_cell")
-        .with_columns(key_stage_expr())
+    )
+    events = [f"events_{name}" for name in outcomes]
+    leavers = (
+        exits.lazy()
+        .filter(pl.col("in_window") & pl.col("pupil_line").is_not_null())
+        .group_by("pupil_line")  # one roll row: one pupil at one school
+        .agg(
+            pl.col("urn", "on_roll_from", "on_roll_to", *keys).first(),
+            *[rule.any().alias(e) for e, rule in zip(events, outcomes.values(), strict=True)],
+        )
+        .select(
+            cell,
+            exposure(window).alias("_stayed"),
+            exposure(window, left=pl.lit(True)).alias("_left"),
+            *events,
+        )
+        .group_by("cell")
+        .agg(
+            (pl.col("_left") - pl.col("_stayed")).sum().alias("_trials"),
+            ((pl.col("_left") > 0).cast(pl.Int64) - (pl.col("_stayed") > 0).cast(pl.Int64))
+            .sum()
+            .alias("_pupils"),
+            *[(pl.col(e) & (pl.col("_left") > 0)).sum().alias(e) for e in events],
+        )
+    )
+    cells = (
+        stayed.join(leavers, on="cell", how="left")
+        .select(
+            (pl.col("cell") // CELL_SHIFT).cast(pl.String).str.zfill(6).alias("urn"),
+            (pl.col("cell") % CELL_SHIFT).alias("_pattern"),
+            "roll",
+            (pl.col("pupils") + pl.col("_pupils").fill_null(0)).alias("pupils"),
+            (pl.col("trials") + pl.col("_trials").fill_null(0.0)).alias("trials"),
+            *[pl.col(e).fill_null(0).cast(pl.Int64) for e in events],
+        )
         .collect()
     )
+    decoded = pattern_columns(cells.get_column("_pattern"), pupils.schema, keys)
+    decoded = decoded.rename({"pattern": "_pattern"}).with_columns(key_stage_expr())
+    return cells.join(decoded, on="_pattern", how="left").drop("_pattern")
+
+
+def aggregate_cells(cells: pl.DataFrame, case_mix: list[str]) -> pl.DataFrame:
+    """The cells a model sees: roll cells with pupils at risk, regrouped over `case_mix` and key
+    stage (when year group is not in the case mix), with their pattern key."""
+    cells = cells.filter(pl.col("pupils") > 0).drop("roll")
     if "year_group" not in case_mix:
-        sums = [pl.col(c).sum() for c in ["trials", "pupils", *[f"events_{o}" for o in outcomes]]]
-        cells = cells.group_by(["urn", *case_mix, "key_stage"]).agg(sums)
+        counts = [c for c in cells.columns if c in ("trials", "pupils") or c.startswith("events_")]
+        cells = cells.group_by(["urn", *case_mix, "key_stage"]).agg(pl.col(counts).sum())
     return cells.with_columns(pattern_key(cells.schema, case_mix).alias("pattern")).sort(
         ["urn", *case_mix, "key_stage"]
     )

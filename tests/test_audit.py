@@ -162,8 +162,8 @@ def _ehe_cells(dataset):
     window = choose_window(dataset.exits, None, None, None)
     pupils = pick_census(dataset.pupils, window)
     exits = classify_exits(dataset.exits, pupils, dataset.schools, window, profile)
-    at_risk = exp.pupils_at_risk(pupils, exits, window, outcome_filters())
-    return outcome_cells(at_risk, profile)["ehe"]
+    roll = exp.roll_cells(pupils, exits, window, outcome_filters(), exp.DEFAULT_CASE_MIX)
+    return outcome_cells(roll, exp.DEFAULT_CASE_MIX)["ehe"]
 
 
 def test_robust_refit_balances_on_the_schools_it_kept(example_dataset) -> None:
