@@ -48,10 +48,8 @@ def stages(data: Path) -> None:
     timings["classify"] = time.perf_counter() - mark
     mark = time.perf_counter()
     roll = exp.roll_cells(pupils, exits, window, pipeline.outcome_filters(), exp.DEFAULT_CASE_MIX)
-    outcomes = {
-        outcome: pipeline.assess_outcome(cells, outcome, case_mix, window, options)
-        for outcome, (cells, case_mix) in pipeline.outcome_cells(roll, exp.DEFAULT_CASE_MIX).items()
-    }
+    cells = pipeline.outcome_cells(roll, exp.DEFAULT_CASE_MIX)
+    outcomes = pipeline.assess_outcomes(cells, window, options)
     timings["expected_and_tests"] = time.perf_counter() - mark
     mark = time.perf_counter()
     schools = pipeline.school_table(dataset, roll, exits, outcomes, None)

@@ -8,6 +8,7 @@ gives the same estimates as the pupil-level fit. E_j = sum_c n_jc p_c.
 
 from __future__ import annotations
 
+import threading
 import tomllib
 import warnings
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from offroll_audit.window import Window
 DEFAULT_CASE_MIX = ["sen_provision", "disadvantaged", "social_care", "year_group"]
 GROUPINGS = ["sen_provision", "disadvantaged", "social_care", "key_stage"]
 INTERACTING = ["sen_provision", "disadvantaged", "social_care"]
+# Outcomes are assessed in parallel threads, and warning filters are process-wide, so only one
+# GLM fit at a time may silence statsmodels' separation warnings.
+_QUIET_FIT = threading.Lock()
 
 
 @dataclass
@@ -271,18 +275,16 @@ def fit_local_rates(
     there takes the reference level's rate. "saturated" uses each pattern's pooled rate (the
     overall rate where only excluded schools have the pattern).
     """
-    excluded = exclude or []
-    fitted = cells.filter(~pl.col("urn").is_in(excluded)) if excluded else cells
+    fitted = ~pl.col("urn").is_in(exclude or [])
     patterns = (
-        cells.select(case_mix)
-        .unique()
-        .join(
-            fitted.group_by(case_mix).agg(pl.col("trials").sum(), pl.col("events").sum()),
-            on=case_mix,
-            how="left",
+        cells.group_by("pattern")
+        .agg(
+            pl.col(case_mix).first(),
+            pl.col("trials").filter(fitted).sum(),
+            pl.col("events").filter(fitted).sum(),
         )
-        .with_columns(pl.col("trials").fill_null(0.0), pl.col("events").fill_null(0))
         .sort(case_mix)
+        .drop("pattern")
     )
     trials = patterns.get_column("trials").to_numpy()
     events = patterns.get_column("events").to_numpy().astype(float)
@@ -299,7 +301,7 @@ def fit_local_rates(
     exog, _names = design_matrix(patterns, case_mix, model)
     seen = trials > 0
     estimable = (exog[seen] != 0).any(axis=0)  # a dummy with no fitted pupils stays at 0
-    with warnings.catch_warnings():
+    with _QUIET_FIT, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # separation (a level with no events) is handled below
         fit = GLM(
             events[seen] / trials[seen],
@@ -493,24 +495,38 @@ def school_totals(cells_expected: pl.DataFrame) -> pl.DataFrame:
 
 
 def group_breakdown(cells_expected: pl.DataFrame, groupings: list[str] = GROUPINGS) -> pl.DataFrame:
-    """Long frame: urn, grouping, level, observed, expected, pupils (where an excess lies)."""
+    """Long frame: urn, grouping, level, observed, expected, pupils (where an excess lies), in
+    URN order, then the order of `groupings` and of each one's codes.
+
+    Each grouping is summed on one integer (URN x 16 + the level's code) and labelled
+    afterwards: grouping a national frame by text four times would take a third of a second.
+    """
+    schema = cells_expected.schema
+    frame = cells_expected.lazy().with_columns(pl.col("urn").cast(pl.UInt64).alias("_urn"))
     parts = []
-    for grouping in groupings:
-        part = cells_expected.group_by("urn", grouping).agg(
-            pl.col("events").sum().alias("observed"),
-            pl.col("expected").sum().alias("expected"),
-            pl.col("pupils").sum().alias("pupils"),
-        )
+    for index, grouping in enumerate(groupings):
+        _, code = _coded(schema, grouping)
+        dtype = schema[grouping]
+        labels = list(dtype.categories) if isinstance(dtype, pl.Enum) else ["false", "true"]
+        key = pl.col("_urn") * 256 + index * 16 + code.cast(pl.UInt64)
         parts.append(
-            part.select(
-                "urn",
+            frame.group_by(key.alias("_key"))
+            .agg(
+                pl.col("events").sum().alias("observed"),
+                pl.col("expected").sum(),
+                pl.col("pupils").sum(),
+            )
+            .with_columns(
                 pl.lit(grouping).alias("grouping"),
-                pl.col(grouping).cast(pl.String).str.to_lowercase().alias("level")
-                if grouping == "disadvantaged"
-                else pl.col(grouping).cast(pl.String).alias("level"),
-                "observed",
-                "expected",
-                "pupils",
+                (pl.col("_key") % 16).replace_strict(dict(enumerate(labels))).alias("level"),
             )
         )
-    return pl.concat(parts).sort("urn", "grouping", "level")
+    long = pl.concat(parts).sort("_key")
+    return long.select(
+        (pl.col("_key") // 256).cast(pl.String).str.zfill(6).alias("urn"),
+        "grouping",
+        "level",
+        "observed",
+        "expected",
+        "pupils",
+    ).collect()

@@ -76,17 +76,23 @@ def _count_sf(k: FloatArray, expected: FloatArray, alpha: FloatArray) -> FloatAr
     return _by_family("sf", k, expected, alpha)
 
 
-def _count_ppf(q: FloatArray, expected: FloatArray, alpha: FloatArray) -> FloatArray:
-    """Smallest integer r with P(Y <= r) >= q (scipy's quantile, checked and corrected)."""
+def _count_ppf(
+    q: FloatArray, expected: FloatArray, alpha: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Smallest integer r with P(Y <= r) >= q (scipy's quantile, checked and corrected), with
+    P(Y <= r) and P(Y <= r - 1), which the check computes anyway and the funnel limits need."""
     r = _by_family("ppf", q, expected, alpha)
     ok = np.isfinite(r)
     for _ in range(64):  # scipy is at most a step off; the guard only bounds the loop
-        too_low = ok & (_count_cdf(r, expected, alpha) < q)
-        too_high = ok & (r > 0) & (_count_cdf(r - 1, expected, alpha) >= q)
+        at_r, below_r = _count_cdf(r, expected, alpha), _count_cdf(r - 1, expected, alpha)
+        too_low = ok & (at_r < q)
+        too_high = ok & (r > 0) & (below_r >= q)
         if not (too_low.any() or too_high.any()):
             break
         r = r + too_low - too_high
-    return r
+    else:
+        at_r, below_r = _count_cdf(r, expected, alpha), _count_cdf(r - 1, expected, alpha)
+    return r, at_r, below_r
 
 
 def _p_upper(observed: FloatArray, expected: FloatArray, alpha: FloatArray) -> FloatArray:
@@ -424,9 +430,7 @@ def funnel_limits(
     limits = {}
     for p in probs:
         q = np.full(e.shape, float(p))
-        r = _count_ppf(q, safe_e, a)
-        at_r = _count_cdf(r, safe_e, a)
-        below_r = _count_cdf(r - 1, safe_e, a)
+        r, at_r, below_r = _count_ppf(q, safe_e, a)
         w = (at_r - p) / (at_r - below_r)
         limits[p] = np.where(usable, np.maximum((r - w) / safe_e, 0.0), np.nan)
     return limits
