@@ -27,7 +27,12 @@ import polars as pl
 from offroll_audit import __version__
 from offroll_audit.audit import AuditResult
 from offroll_audit.problems import Report, UsageError
-from offroll_audit.results import EXIT_FIELDS, build_results, results_json, with_exit_dicts
+from offroll_audit.results import (
+    EXIT_FIELDS,
+    build_results,
+    with_exit_dicts,
+    write_results_json,
+)
 from offroll_audit.schema import Dataset
 
 KEY_ENVIRONMENT = "OFFROLL_AUDIT_KEY"
@@ -227,7 +232,8 @@ def write_outputs(
     issues = [asdict(p) for p in load_report.warnings] if load_report else []
     results = build_results(result, manifest, issues)
     with staged_folder(out) as staging:
-        (staging / "results.json").write_text(results_json(results), encoding="utf-8")
+        with (staging / "results.json").open("wb") as stream:
+            write_results_json(results, stream)
         schools_csv_frame(result, options.suppress).write_csv(staging / "schools.csv")
         exits_csv_frame(result).write_csv(staging / "exits.csv")
         if result.letters is not None:

@@ -6,10 +6,15 @@ same numbers, so they can never disagree with it.
 
 from __future__ import annotations
 
-import json
+import gc
+import io
 import math
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO
 
+import numpy as np
+import orjson
 import polars as pl
 
 from offroll_audit import __version__
@@ -63,15 +68,19 @@ def outcome_block(row: dict[str, Any], outcome: str) -> dict[str, Any] | None:
 
 def groups_blocks(result: AuditResult, urns: set[str]) -> dict[str, dict[str, Any]]:
     """Per school, observed against expected by SEN, disadvantage, social care and key stage
-    (EHE at the top level, unexplained exits under "unexplained"), built in one pass."""
+    (EHE at the top level, unexplained exits under "unexplained"), built in one pass over
+    plain column lists (a national audit has over half a million of these rows)."""
     blocks: dict[str, dict[str, Any]] = {urn: {} for urn in urns}
     for outcome, outcome_result in result.outcomes.items():
         if outcome == "y10_loss":
             continue
-        rows = json_ready(outcome_result.groups.filter(pl.col("urn").is_in(list(urns))))
-        for urn, grouping, level, observed, expected, pupils in rows.select(
-            "urn", "grouping", "level", "observed", "expected", "pupils"
-        ).iter_rows():
+        groups = json_ready(outcome_result.groups)
+        if len(urns) < groups.get_column("urn").n_unique():
+            groups = groups.filter(pl.col("urn").is_in(list(urns)))
+        columns = ("urn", "grouping", "level", "observed", "expected", "pupils")
+        for urn, grouping, level, observed, expected, pupils in zip(
+            *(groups.get_column(c).to_list() for c in columns), strict=True
+        ):
             block = blocks[urn]
             target = block if outcome == "ehe" else block.setdefault("unexplained", {})
             target.setdefault(grouping, {})[level] = {
@@ -123,6 +132,26 @@ def build_results(
     result: AuditResult, manifest: dict[str, Any], data_issues: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
     """The results.json document (data contract section 4, plus explanatory extras)."""
+    with without_garbage_collection():
+        return _build_results(result, manifest, data_issues)
+
+
+@contextmanager
+def without_garbage_collection() -> Iterator[None]:
+    """A national document is about two million small dicts and lists; creating them sets off
+    full garbage collections that took half the time. Nothing built here forms a cycle."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build_results(
+    result: AuditResult, manifest: dict[str, Any], data_issues: list[dict[str, Any]] | None
+) -> dict[str, Any]:
     profile = result.options.profile
     reasons_text = rule_text(profile)
     schools = []
@@ -251,14 +280,38 @@ def exit_records(exits: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def results_json(results: dict[str, Any]) -> str:
-    """results.json as text: the document with its exits frame serialised by polars (fast) and
-    the rest by the standard library's C encoder (no indent: indenting is pure Python)."""
+JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def write_results_json(results: dict[str, Any], stream: BinaryIO) -> None:
+    """results.json as UTF-8, exits last: the document by orjson, its exits frame by polars as
+    NDJSON turned into an array. A national document is about 300 MB; the standard library's
+    encoder took 5 s of a 30 s run, these take under 1 s."""
     exits = results["exits"]
-    marker = "\u0000exits\u0000"
-    text = json.dumps({**results, "exits": marker}, ensure_ascii=False, separators=(",", ":"))
-    listed = exits.write_json() if isinstance(exits, pl.DataFrame) else json.dumps(exits)
-    return text.replace(json.dumps(marker), listed, 1) + "\n"
+    document = {key: value for key, value in results.items() if key != "exits"}
+    head = orjson.dumps({**document, "exits": None}, option=JSON_OPTIONS)
+    stream.write(head[: -len(b"null}")])
+    if isinstance(exits, pl.DataFrame):
+        lines = io.BytesIO()
+        exits.write_ndjson(lines)
+        stream.write(b"[")
+        if exits.height:  # one object per line; a newline inside a string is escaped as \n
+            view = lines.getbuffer()
+            text = np.frombuffer(view, dtype=np.uint8)
+            text[text == ord("\n")] = ord(",")  # in place: copying 250 MB costs a second
+            stream.write(view[:-1])  # the last newline (now a comma) closes nothing
+            del text, view
+        stream.write(b"]")
+    else:
+        stream.write(orjson.dumps(exits, option=JSON_OPTIONS))
+    stream.write(b"}\n")
+
+
+def results_json(results: dict[str, Any]) -> str:
+    """results.json as text (for --json)."""
+    buffer = io.BytesIO()
+    write_results_json(results, buffer)
+    return buffer.getvalue().decode("utf-8")
 
 
 def with_exit_dicts(results: dict[str, Any]) -> dict[str, Any]:

@@ -139,6 +139,18 @@ def example_dataset():
     return dataset
 
 
+def test_results_json_holds_what_the_standard_library_would_write(example_dataset) -> None:
+    """orjson and the NDJSON exits splice are speed only: the parsed document is the same."""
+    from offroll_audit.results import build_results, results_json, with_exit_dicts
+
+    options = AuditOptions(profile=load_profile("default"))
+    results = build_results(run_audit(example_dataset, options), {"inputs": {}}, [])
+    assert results["exits"].height > 100
+    parsed = json.loads(results_json(results))
+    assert parsed == json.loads(json.dumps(with_exit_dicts(results), ensure_ascii=False))
+    assert list(parsed)[-1] == "exits"
+
+
 def test_local_glm_observed_equals_expected_overall_and_by_sen(example_dataset) -> None:
     """The GLM's score equations: sum O = sum E overall and within each level of a main effect."""
     result = run_audit(
