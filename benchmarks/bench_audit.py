@@ -4,8 +4,9 @@ Usage: python benchmarks/bench_audit.py [--data DIR] [--schools 21000] [--pupils
 
 Generates the dataset once (cached under /tmp, no letters), then in fresh
 processes (so peak RSS is the run's own):
-  1. the stages after loading: window + census, classify, expected counts and
-     tests for every outcome (with the robust refit), selection;
+  1. the statistics after loading: run_audit without letters (window + census, classify,
+     case-mix cells, expected counts and tests for every outcome with the robust refit,
+     selection), timed cold; then each stage again, warm, for the breakdown;
   2. `offroll-audit audit DATA --out OUT --no-letters --no-workbooks`, end to end.
 Targets on a 2-core machine: statistics after loading < 5 s; the whole command < 30 s.
 """
@@ -25,22 +26,30 @@ CACHE = Path("/tmp/offroll-bench-audit")
 
 
 def stages(data: Path) -> None:
-    """Run in a child process: print one JSON line of stage timings."""
+    """Run in a child process: print one JSON line of stage timings.
+
+    The target figure is run_audit (without letters) on a loaded dataset, timed cold as the
+    command runs it; the stages are then timed again one by one, warm, to show where it goes.
+    """
     from offroll_audit import audit as pipeline
     from offroll_audit import expected as exp
-    from offroll_audit.audit import AuditOptions
+    from offroll_audit.audit import AuditOptions, run_audit
     from offroll_audit.classify import classify_exits
     from offroll_audit.load import load_dataset
     from offroll_audit.profile import load_profile
     from offroll_audit.select import select_schools
     from offroll_audit.window import choose_window, pick_census
 
-    timings: dict[str, float] = {}
     started = time.perf_counter()
     dataset, _ = load_dataset(data)
-    timings["load"] = time.perf_counter() - started
+    load = time.perf_counter() - started
     options = AuditOptions(profile=load_profile("default"), letters=False)
+    mark = time.perf_counter()
+    result = run_audit(dataset, options)
+    statistics = time.perf_counter() - mark
+
     profile = options.profile
+    timings: dict[str, float] = {}
     mark = time.perf_counter()
     window = choose_window(dataset.exits, None, None, None)
     pupils = pick_census(dataset.pupils, window)
@@ -49,13 +58,14 @@ def stages(data: Path) -> None:
     mark = time.perf_counter()
     roll = exp.roll_cells(pupils, exits, window, pipeline.outcome_filters(), exp.DEFAULT_CASE_MIX)
     cells = pipeline.outcome_cells(roll, exp.DEFAULT_CASE_MIX)
+    timings["case_mix_cells"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     outcomes = pipeline.assess_outcomes(cells, window, options)
     timings["expected_and_tests"] = time.perf_counter() - mark
     mark = time.perf_counter()
     schools = pipeline.school_table(dataset, roll, exits, outcomes, None)
     schools = select_schools(schools, profile)
     timings["school_table_and_select"] = time.perf_counter() - mark
-    timings["statistics_after_loading"] = sum(v for k, v in timings.items() if k != "load")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(
         json.dumps(
@@ -63,9 +73,11 @@ def stages(data: Path) -> None:
                 "pupil_rows": dataset.pupils.height,
                 "exits": dataset.exits.height,
                 "schools": dataset.schools.height,
-                "selected": int(schools["audit"].sum()),
-                "alpha_ehe": round(outcomes["ehe"].overdispersion.alpha, 4),
-                "seconds": {k: round(v, 2) for k, v in timings.items()},
+                "selected": int(result.schools["audit"].sum()),
+                "alpha_ehe": round(result.outcomes["ehe"].overdispersion.alpha, 4),
+                "load_seconds": round(load, 2),
+                "statistics_after_loading_seconds": round(statistics, 2),
+                "warm_stage_seconds": {k: round(v, 2) for k, v in timings.items()},
                 "peak_rss_gb": round(peak, 2),
             }
         )
@@ -119,7 +131,7 @@ def main() -> None:
     report = json.loads(run.stdout.strip().splitlines()[-1])
     report.update(whole_command(data))
     print(json.dumps(report, indent=2))
-    ok = report["seconds"]["statistics_after_loading"] < 5 and report["audit_command_seconds"] < 30
+    ok = report["statistics_after_loading_seconds"] < 5 and report["audit_command_seconds"] < 30
     print("targets (statistics < 5 s, audit < 30 s):", "met" if ok else "NOT met")
 
 

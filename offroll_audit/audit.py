@@ -6,6 +6,7 @@ only through the letters stage); writing outputs is the report stage's job.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -75,6 +76,7 @@ def outcome_filters() -> dict[str, pl.Expr]:
 
 
 def run_audit(dataset: Dataset, options: AuditOptions) -> AuditResult:
+    threading.Thread(target=exp.import_glm).start()  # warm the import while classify runs
     profile = options.profile
     window = choose_window(dataset.exits, options.term, options.start, options.end)
     pupils = pick_census(dataset.pupils, window)

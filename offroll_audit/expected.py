@@ -295,9 +295,7 @@ def fit_local_rates(
         return patterns.select(case_mix).with_columns(pl.Series("rate", rate))
     if model not in ("main", "interactions"):
         raise UsageError(f"case_mix_model {model!r}: use main, interactions or saturated")
-    from statsmodels.genmod import families
-    from statsmodels.genmod.generalized_linear_model import GLM
-
+    families, GLM = import_glm()
     exog, _names = design_matrix(patterns, case_mix, model)
     seen = trials > 0
     estimable = (exog[seen] != 0).any(axis=0)  # a dummy with no fitted pupils stays at 0
@@ -311,6 +309,15 @@ def fit_local_rates(
         ).fit(method="newton", maxiter=100, tol=1e-12)
     rate = np.clip(fit.predict(exog[:, estimable]), 0.0, 1.0)
     return patterns.select(case_mix).with_columns(pl.Series("rate", rate))
+
+
+def import_glm():
+    """statsmodels' binomial family and GLM. Importing statsmodels (and pandas with it) takes
+    most of a second, so run_audit starts it in a thread while the polars stages run."""
+    from statsmodels.genmod import families
+    from statsmodels.genmod.generalized_linear_model import GLM
+
+    return families, GLM
 
 
 def leave_one_out_rates(

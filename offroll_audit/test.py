@@ -79,20 +79,72 @@ def _count_sf(k: FloatArray, expected: FloatArray, alpha: FloatArray) -> FloatAr
 def _count_ppf(
     q: FloatArray, expected: FloatArray, alpha: FloatArray
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Smallest integer r with P(Y <= r) >= q (scipy's quantile, checked and corrected), with
-    P(Y <= r) and P(Y <= r - 1), which the check computes anyway and the funnel limits need."""
-    r = _by_family("ppf", q, expected, alpha)
-    ok = np.isfinite(r)
-    for _ in range(64):  # scipy is at most a step off; the guard only bounds the loop
-        at_r, below_r = _count_cdf(r, expected, alpha), _count_cdf(r - 1, expected, alpha)
-        too_low = ok & (at_r < q)
-        too_high = ok & (r > 0) & (below_r >= q)
-        if not (too_low.any() or too_high.any()):
-            break
-        r = r + too_low - too_high
-    else:
-        at_r, below_r = _count_cdf(r, expected, alpha), _count_cdf(r - 1, expected, alpha)
-    return r, at_r, below_r
+    """Smallest integer r with P(Y <= r) >= q, with P(Y <= r) and P(Y <= r - 1) (the funnel
+    limits interpolate between them)."""
+    shape = q.shape
+    q, expected, alpha = q.ravel(), expected.ravel(), alpha.ravel()
+    guess = _quantile_guess(q, expected, alpha)
+    r = _smallest_count(lambda k, i: _count_cdf(k, expected[i], alpha[i]) >= q[i], guess, 0.0)
+    at_r, below_r = _count_cdf(r, expected, alpha), _count_cdf(r - 1, expected, alpha)
+    return r.reshape(shape), at_r.reshape(shape), below_r.reshape(shape)
+
+
+def _quantile_guess(q: FloatArray, expected: FloatArray, alpha: FloatArray) -> FloatArray:
+    """The q-quantile of NB(E, alpha) by the Cornish-Fisher expansion (normal quantile with a
+    skewness term and continuity correction): usually exact, and within a step or two of it
+    even at E = 0.3. It only seeds an exact search; scipy's own quantile is ten times slower
+    than its cdf, and was the slowest step of a national run."""
+    variance = expected * (1.0 + alpha * expected)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        skew = np.where(variance > 0, (1.0 + 2.0 * alpha * expected) / np.sqrt(variance), 0.0)
+    z = special.ndtri(q)
+    approx = expected + np.sqrt(variance) * (z + (z * z - 1.0) * skew / 6.0) - 0.5
+    return np.maximum(np.ceil(np.nan_to_num(approx, nan=0.0, posinf=0.0, neginf=0.0)), 0.0)
+
+
+def _smallest_count(
+    holds: Callable[[FloatArray, NDArray[np.intp]], NDArray[np.bool_]],
+    guess: FloatArray,
+    lowest: float,
+    steps: int = 8,
+) -> FloatArray:
+    """The smallest whole k >= lowest where `holds(k, index)` (true from some k upwards), for
+    every element, walking one step at a time from `guess` (a close guess) and re-evaluating
+    only the elements not yet settled. Any still unsettled after `steps` (a poor guess) are
+    found by bisection, so the answer is exact whatever the guess."""
+    k = np.maximum(guess, lowest)
+    everyone = np.arange(k.size)
+    at, below = holds(k, everyone), (k <= lowest) | ~holds(k - 1.0, everyone)
+    todo = np.flatnonzero(~(at & below))
+    for _ in range(steps):
+        if todo.size == 0:
+            return k
+        k[todo] += np.where(at[todo], -1.0, 1.0)
+        at[todo] = holds(k[todo], todo)
+        below[todo] = (k[todo] <= lowest) | ~holds(k[todo] - 1.0, todo)
+        todo = todo[~(at[todo] & below[todo])]
+    if todo.size:
+        k[todo] = _bisect_smallest(holds, todo, lowest)
+    return k
+
+
+def _bisect_smallest(
+    holds: Callable[[FloatArray, NDArray[np.intp]], NDArray[np.bool_]],
+    index: NDArray[np.intp],
+    lowest: float,
+) -> FloatArray:
+    """_smallest_count without a guess: double an upper bound until it holds, then bisect."""
+    low = np.full(index.size, lowest - 1.0)  # does not hold (or is below the range)
+    high = np.full(index.size, max(lowest, 1.0))
+    while not (grown := holds(high, index)).all():
+        low = np.where(grown, low, high)
+        high = np.where(grown, high, 2.0 * high + 1.0)
+    while (gap := high - low > 1.0).any():
+        middle = np.floor((low + high) / 2.0)
+        ok = holds(middle, index)
+        high = np.where(gap & ok, middle, high)
+        low = np.where(gap & ~ok, middle, low)
+    return high
 
 
 def _p_upper(observed: FloatArray, expected: FloatArray, alpha: FloatArray) -> FloatArray:
@@ -389,25 +441,19 @@ def shrunken_ratio(observed: ArrayLike, expected: ArrayLike, alpha: ArrayLike) -
 def count_to_flag(expected: ArrayLike, alpha: ArrayLike, p_threshold: float) -> FloatArray:
     """Step 2.5: the smallest count O with P(Y >= O) < p_threshold: the count that would flag.
 
-    Found from the quantile function (inverse survival, so tiny thresholds keep
-    their digits) and checked against the p-value itself. Float array of whole
-    numbers; NaN where E is negative or unknown; 1 where E = 0.
+    Searched with the p-value itself (the survival function, so tiny thresholds keep
+    their digits) from a Cornish-Fisher guess. Float array of whole numbers; NaN where
+    E is negative or unknown; 1 where E = 0.
     """
     e, a = _floats(expected, alpha)
+    shape, e, a = e.shape, e.ravel(), a.ravel()
     valid = np.isfinite(e) & (e >= 0)
     safe_e = np.where(valid, e, 0.0)
-    is_nb = a >= POISSON_ALPHA
-    safe_a = np.where(is_nb, a, 1.0)
-    negbin = stats.nbinom.isf(p_threshold, 1.0 / safe_a, 1.0 / (1.0 + safe_a * safe_e))
-    count = np.where(is_nb, negbin, stats.poisson.isf(p_threshold, safe_e)) + 1.0
-    count = np.where(np.isfinite(count), count, 1.0)
-    for _ in range(64):  # scipy is at most a step off; the guard only bounds the loop
-        too_low = _p_upper(count, safe_e, a) >= p_threshold
-        too_high = (count > 1) & (_p_upper(count - 1, safe_e, a) < p_threshold)
-        if not (too_low.any() or too_high.any()):
-            break
-        count = count + too_low - too_high
-    return np.where(valid, count, np.nan)
+    guess = _quantile_guess(np.full(e.shape, 1.0 - p_threshold), safe_e, a) + 1.0
+    count = _smallest_count(
+        lambda k, i: _p_upper(k, safe_e[i], a[i]) < p_threshold, guess, lowest=1.0
+    )
+    return np.where(valid, count, np.nan).reshape(shape)
 
 
 # ------------------------------------------------------------------------------ funnel plot limits

@@ -505,3 +505,38 @@ def test_nb_upper_tail_is_heavier_beyond_the_crossing(expected, alpha):
 
 def test_nb_tail_can_be_lighter_just_above_e():
     assert stats.nb_p_upper(1, 0.5, 1.0) < stats.poisson_p_upper(1, 0.5)
+
+
+def test_quantile_search_equals_scipy_whatever_the_guess() -> None:
+    """The Cornish-Fisher guess only seeds the search: from a guess of 0 (bisection) or one far
+    too high, the answer is still scipy's quantile, checked on its own cdf."""
+    rng = np.random.default_rng(3)
+    e = np.concatenate([rng.gamma(0.7, 2, 400), rng.uniform(50, 5000, 100)])
+    a = np.where(rng.random(e.size) < 0.3, 0.0, rng.gamma(0.5, 0.3, e.size))
+    q = np.full(e.size, 0.999)
+    nb = a >= stats.POISSON_ALPHA
+    reference = np.where(
+        nb,
+        sps.nbinom.ppf(q, 1 / np.where(nb, a, 1), 1 / (1 + a * e)),
+        sps.poisson.ppf(q, e),
+    )
+
+    def holds(k, i):
+        return stats._count_cdf(k, e[i], a[i]) >= q[i]
+
+    for guess in (np.zeros(e.size), 3 * reference + 50, stats._quantile_guess(q, e, a)):
+        found = stats._smallest_count(holds, guess.copy(), 0.0)
+        below = stats._count_cdf(found - 1, e, a)
+        assert (stats._count_cdf(found, e, a) >= q).all() and ((found == 0) | (below < q)).all()
+        np.testing.assert_array_equal(found, reference)
+
+
+def test_count_to_flag_is_the_smallest_count_whose_p_is_below_the_threshold() -> None:
+    rng = np.random.default_rng(4)
+    e = np.concatenate([rng.gamma(0.5, 2, 500), rng.uniform(0, 300, 100), [0.0]])
+    a = np.where(rng.random(e.size) < 0.3, 0.0, rng.gamma(0.5, 0.3, e.size))
+    for threshold in (0.001, 0.025):
+        count = stats.count_to_flag(e, a, threshold)
+        assert (stats.nb_p_upper(count, e, a) < threshold).all()
+        above = stats.nb_p_upper(count - 1, e, a)
+        assert ((count == 1) | (above >= threshold)).all()
