@@ -133,7 +133,8 @@ def roll_cells(
     case_mix: list[str],
 ) -> pl.DataFrame:
     """Every school x pattern of `case_mix` + year group on the roll: `roll` (census pupils),
-    `pupils` (at risk in the window), `trials` (their exposure), `events_<outcome>`.
+    `pupils` (at risk in the window), `trials` (their exposure), `events_<outcome>`, in the
+    order of `cell` (URN x 2^40 + pattern).
 
     The same numbers as summing pupils_at_risk over the cells (test), without joining
     millions of pupils to their exits: the roll is aggregated on its own as if nobody had
@@ -182,6 +183,7 @@ def roll_cells(
     cells = (
         stayed.join(leavers, on="cell", how="left")
         .select(
+            "cell",
             (pl.col("cell") // CELL_SHIFT).cast(pl.String).str.zfill(6).alias("urn"),
             (pl.col("cell") % CELL_SHIFT).alias("_pattern"),
             "roll",
@@ -189,20 +191,22 @@ def roll_cells(
             (pl.col("trials") + pl.col("_trials").fill_null(0.0)).alias("trials"),
             *[pl.col(e).fill_null(0).cast(pl.Int64) for e in events],
         )
+        .sort("cell")
         .collect()
     )
     decoded = pattern_columns(cells.get_column("_pattern"), pupils.schema, keys)
     decoded = decoded.rename({"pattern": "_pattern"}).with_columns(key_stage_expr())
-    return cells.join(decoded, on="_pattern", how="left").drop("_pattern")
+    return cells.join(decoded, on="_pattern", how="left", maintain_order="left").drop("_pattern")
 
 
 def aggregate_cells(cells: pl.DataFrame, case_mix: list[str]) -> pl.DataFrame:
     """The cells a model sees: roll cells with pupils at risk, regrouped over `case_mix` and key
     stage (when year group is not in the case mix), with their pattern key."""
     cells = cells.filter(pl.col("pupils") > 0).drop("roll")
-    if "year_group" not in case_mix:
-        counts = [c for c in cells.columns if c in ("trials", "pupils") or c.startswith("events_")]
-        cells = cells.group_by(["urn", *case_mix, "key_stage"]).agg(pl.col(counts).sum())
+    if "year_group" in case_mix:  # roll cells are these cells already, in URN-pattern order
+        return cells.with_columns((pl.col("cell") % CELL_SHIFT).alias("pattern")).drop("cell")
+    counts = [c for c in cells.columns if c in ("trials", "pupils") or c.startswith("events_")]
+    cells = cells.group_by(["urn", *case_mix, "key_stage"]).agg(pl.col(counts).sum())
     return cells.with_columns(pattern_key(cells.schema, case_mix).alias("pattern")).sort(
         ["urn", *case_mix, "key_stage"]
     )
