@@ -204,7 +204,10 @@ def aggregate_cells(cells: pl.DataFrame, case_mix: list[str]) -> pl.DataFrame:
     stage (when year group is not in the case mix), with their pattern key."""
     cells = cells.filter(pl.col("pupils") > 0).drop("roll")
     if "year_group" in case_mix:  # roll cells are these cells already, in URN-pattern order
-        return cells.with_columns((pl.col("cell") % CELL_SHIFT).alias("pattern")).drop("cell")
+        return cells.with_columns(
+            pl.col("urn").set_sorted(),  # zero-padded, so text order is cell order
+            (pl.col("cell") % CELL_SHIFT).alias("pattern"),
+        ).drop("cell")
     counts = [c for c in cells.columns if c in ("trials", "pupils") or c.startswith("events_")]
     cells = cells.group_by(["urn", *case_mix, "key_stage"]).agg(pl.col(counts).sum())
     return cells.with_columns(pattern_key(cells.schema, case_mix).alias("pattern")).sort(
@@ -398,7 +401,10 @@ def _logit_newton_batch(
         for _ in range(steps):
             mu, hessian = information(beta, n)
             gradient = (y - n * mu) @ exog
-            beta = beta + np.linalg.solve(hessian, gradient[..., None])[..., 0]
+            step = np.linalg.solve(hessian, gradient[..., None])[..., 0]
+            beta = beta + step
+            if np.abs(step).max() < 1e-10:  # converged (quadratically, from a close start)
+                break
         return beta
 
     pooled_n, pooled_y = trials.sum(axis=0, keepdims=True), events.sum(axis=0, keepdims=True)
