@@ -75,8 +75,14 @@ def outcome_filters() -> dict[str, pl.Expr]:
     }
 
 
+def warm_up() -> None:
+    """Start importing statsmodels (most of a second, with pandas) in a thread, so that it
+    overlaps with loading or classification instead of delaying the first fit."""
+    threading.Thread(target=exp.import_glm, name="import-statsmodels").start()
+
+
 def run_audit(dataset: Dataset, options: AuditOptions) -> AuditResult:
-    threading.Thread(target=exp.import_glm).start()  # warm the import while classify runs
+    warm_up()  # a no-op once statsmodels is imported
     profile = options.profile
     window = choose_window(dataset.exits, options.term, options.start, options.end)
     pupils = pick_census(dataset.pupils, window)
@@ -156,11 +162,12 @@ def assess_outcome(
     outliers so that they do not inflate their own yardstick (see refit_without_outliers)."""
     settings = options.profile.statistics
     model = settings.get("case_mix_model", "main")
+    layout = exp.CellLayout.of(cells, case_mix)
     if options.baseline == "local":
         baseline = exp.Baseline(
             "local",
             "fitted on this dataset, all schools pooled",
-            exp.fit_local_rates(cells, case_mix, model),
+            exp.fit_pattern_rates(layout.pattern_totals([], case_mix), case_mix, model),
             model,
         )
     else:
@@ -170,7 +177,7 @@ def assess_outcome(
     own_rates = None
     if options.baseline == "local" and settings.get("robust_baseline", "refit") == "refit":
         baseline.excluded_urns, p = refit_without_outliers(
-            cells, baseline, case_mix, model, settings
+            layout, baseline, case_mix, model, settings
         )
         baseline.note = (
             f"refitted without {len(baseline.excluded_urns)} school(s) whose counts were "
@@ -196,7 +203,11 @@ def assess_outcome(
 
 
 def refit_without_outliers(
-    cells: pl.DataFrame, baseline: exp.Baseline, case_mix: list[str], model: str, settings: dict
+    layout: exp.CellLayout,
+    baseline: exp.Baseline,
+    case_mix: list[str],
+    model: str,
+    settings: dict,
 ) -> tuple[list[str], pl.DataFrame]:
     """Refit the local rates without clear outliers until that set stops growing (at most 3
     passes); returns the schools left out, and every school's Poisson p under the final rates.
@@ -208,24 +219,24 @@ def refit_without_outliers(
     """
     threshold = float(settings.get("outlier_p", 0.001))
     excluded: list[str] = []
-    p = poisson_p_by_school(cells, baseline, case_mix)
+    p = poisson_p_by_school(layout, baseline, case_mix)
     for _ in range(3):
         found = sorted(set(excluded) | set(p.filter(pl.col("p") < threshold)["urn"]))
         if found == excluded:
             break
         excluded = found
-        baseline.rates = exp.fit_local_rates(cells, case_mix, model, exclude=excluded)
-        p = poisson_p_by_school(cells, baseline, case_mix)
+        totals = layout.pattern_totals(excluded, case_mix)
+        baseline.rates = exp.fit_pattern_rates(totals, case_mix, model)
+        p = poisson_p_by_school(layout, baseline, case_mix)
     return excluded, p
 
 
 def poisson_p_by_school(
-    cells: pl.DataFrame, baseline: exp.Baseline, case_mix: list[str]
+    layout: exp.CellLayout, baseline: exp.Baseline, case_mix: list[str]
 ) -> pl.DataFrame:
     """urn and the exact Poisson p of its count under the baseline's pooled rates."""
-    totals = exp.school_totals(exp.expected_by_cell(cells, baseline.rates, case_mix))
-    p = stats.poisson_p_upper(totals["observed"].to_numpy(), totals["expected"].to_numpy())
-    return totals.select("urn", pl.Series("p", p))
+    p = stats.poisson_p_upper(layout.observed(), layout.expected(baseline.rates, case_mix))
+    return pl.DataFrame({"urn": layout.urns, "p": p})
 
 
 def leave_one_out_candidates(

@@ -125,13 +125,14 @@ def audit_and_write(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Load, audit, write OUT, print the summary; shared by `audit` and `demo`."""
-    from offroll_audit.audit import run_audit
+    from offroll_audit.audit import run_audit, warm_up
     from offroll_audit.console.render import print_warnings, stdout_console
     from offroll_audit.load import load_dataset
     from offroll_audit.report import OutputOptions, check_out_folder, read_key, write_outputs
 
     check_out_folder(out, data)  # before the work, so a wrong --out fails fast
     key = read_key(key_file) if pseudonymise else None
+    warm_up()  # the statistics' imports load while the data does
     dataset, report = load_dataset(data, encoding=encoding)
     print_warnings(report, quiet)
     result = run_audit(dataset, options)
