@@ -104,12 +104,16 @@ def pattern_columns(patterns: pl.Series, schema: pl.Schema, case_mix: list[str])
     for column in reversed(case_mix):
         size, _ = _coded(schema, column)
         dtype = schema[column]
-        boolean = {0: False, 1: True}
-        values = dict(enumerate(dtype.categories)) if isinstance(dtype, pl.Enum) else boolean
+        values = dict(enumerate(_labels(dtype)))
         code = (pl.col("pattern") // radix) % (size + 1)
         columns.append(code.replace_strict(values, default=None, return_dtype=dtype).alias(column))
         radix *= size + 1
     return frame.with_columns(columns[::-1])
+
+
+def _labels(dtype: pl.DataType) -> list:
+    """The values of a coded column's codes 0, 1, ...: an Enum's categories, or False, True."""
+    return list(dtype.categories) if isinstance(dtype, pl.Enum) else [False, True]
 
 
 def _coded(schema: pl.Schema, column: str) -> tuple[int, pl.Expr]:
@@ -382,7 +386,7 @@ def fit_pattern_rates(patterns: pl.DataFrame, case_mix: list[str], model: str) -
 
 def import_glm():
     """statsmodels' binomial family and GLM. Importing statsmodels (and pandas with it) takes
-    most of a second, so run_audit starts it in a thread while the polars stages run."""
+    most of a second, so the audit starts it early in a thread (audit.warm_up)."""
     from statsmodels.genmod import families
     from statsmodels.genmod.generalized_linear_model import GLM
 
@@ -577,16 +581,19 @@ def group_breakdown(cells_expected: pl.DataFrame, groupings: list[str] = GROUPIN
     """Long frame: urn, grouping, level, observed, expected, pupils (where an excess lies), in
     URN order, then the order of `groupings` and of each one's codes.
 
-    Each grouping is summed on one integer (URN x 16 + the level's code) and labelled
-    afterwards: grouping a national frame by text four times would take a third of a second.
+    Each grouping is summed on one integer (URN x 256 + grouping x 16 + the level's code, each
+    grouping having fewer than 16 levels) and labelled afterwards: grouping a national frame by
+    text four times would take a third of a second.
     """
     schema = cells_expected.schema
     frame = cells_expected.lazy().with_columns(pl.col("urn").cast(pl.UInt64).alias("_urn"))
     parts = []
     for index, grouping in enumerate(groupings):
         _, code = _coded(schema, grouping)
-        dtype = schema[grouping]
-        labels = list(dtype.categories) if isinstance(dtype, pl.Enum) else ["false", "true"]
+        labels = [
+            str(label).lower() if isinstance(label, bool) else label
+            for label in _labels(schema[grouping])
+        ]
         key = pl.col("_urn") * 256 + index * 16 + code.cast(pl.UInt64)
         parts.append(
             frame.group_by(key.alias("_key"))

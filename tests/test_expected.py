@@ -92,3 +92,31 @@ def test_roll_cells_handle_partial_exposure_repeat_exits_and_pupils_off_roll(mak
     assert late["events_ehe"].item() == 1
     assert late["pupils"].item() == 2
     assert roll["roll"].sum() == pupils_frame.height
+
+
+def test_group_breakdown_equals_a_plain_group_by_on_the_labels() -> None:
+    """The integer-key breakdown labels every level as the data does ("CIN", "true", "KS4")."""
+    dataset, _ = load_dataset(EXAMPLE)
+    _, _, roll, _ = both_ways(dataset, exp.DEFAULT_CASE_MIX)
+    model_cells = exp.aggregate_cells(roll, exp.DEFAULT_CASE_MIX).rename({"events_ehe": "events"})
+    rates = exp.fit_local_rates(model_cells, exp.DEFAULT_CASE_MIX)
+    with_expected = exp.expected_by_cell(model_cells, rates, exp.DEFAULT_CASE_MIX)
+    got = exp.group_breakdown(with_expected)
+    reference = pl.concat(
+        with_expected.group_by("urn", pl.col(grouping).cast(pl.String).alias("level")).agg(
+            pl.lit(grouping).alias("grouping"),
+            pl.col("events").sum().alias("observed"),
+            pl.col("expected").sum(),
+            pl.col("pupils").sum(),
+        )
+        for grouping in exp.GROUPINGS
+    ).select(got.columns)
+    keys = ["urn", "grouping", "level"]
+    assert_frame_equal(got.sort(keys), reference.sort(keys), rel_tol=1e-12)
+    assert set(got.filter(pl.col("grouping") == "social_care")["level"]) <= {
+        "none",
+        "CIN",
+        "CPP",
+        "CLA",
+    }
+    assert got.get_column("urn").is_sorted()
