@@ -6,6 +6,7 @@ only through the letters stage); writing outputs is the report stage's job.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -78,7 +79,12 @@ def outcome_filters() -> dict[str, pl.Expr]:
 def warm_up() -> None:
     """Start importing statsmodels (most of a second, with pandas) in a thread, so that it
     overlaps with loading or classification instead of delaying the first fit."""
-    threading.Thread(target=exp.import_glm, name="import-statsmodels").start()
+    threading.Thread(target=_import_quietly, name="import-statsmodels").start()
+
+
+def _import_quietly() -> None:
+    with contextlib.suppress(Exception):  # the first fit imports again and reports any failure
+        exp.import_glm()
 
 
 def run_audit(dataset: Dataset, options: AuditOptions) -> AuditResult:
