@@ -2272,7 +2272,7 @@ def _pdf_stream(data: bytes, extra: bytes = b"") -> bytes:
     return b"<< /Length %d %s>>\nstream\n%s\nendstream" % (len(data), extra, data)
 
 
-def _assemble_pdf(objects: list[bytes]) -> bytes:
+def assemble_pdf(objects: list[bytes]) -> bytes:
     """Number the objects from 1 (1 = catalog, 4 = info) and write a correct xref."""
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
@@ -2305,7 +2305,7 @@ def _pdf_document(
             % (PDF_WIDTH, PDF_HEIGHT, resources, first_page + 2 * i + 1)
         )
         objects.append(_pdf_stream(content))
-    return _assemble_pdf(objects + extra)
+    return assemble_pdf(objects + extra)
 
 
 def pdf_bytes(lines: list[str], metadata: dict | None = None) -> bytes:

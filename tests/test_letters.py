@@ -25,6 +25,7 @@ from offroll_audit.letters import (
     third_thursday_of_january,
     word_shingles,
 )
+from offroll_audit.synthetic_letters import assemble_pdf
 
 # --------------------------------------------------------------------------- file builders
 
@@ -104,19 +105,7 @@ def pdf_bytes(lines: list[str], author: str = "A Parent") -> bytes:
         b"/Resources << /Font << /F1 3 0 R >> >> /Contents 6 0 R >>",
         b"<< /Length %d >>\nstream\n%s\nendstream" % (len(ops), ops),
     ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Info 4 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
+    return assemble_pdf(objects)
 
 
 @pytest.fixture
