@@ -194,7 +194,7 @@ def assess_outcome(
             "was needed"
         )
         suspects = leave_one_out_candidates(p, baseline.excluded_urns)
-        own_rates = exp.leave_one_out_rates(cells, case_mix, model, suspects)  # (rates, variance)
+        own_rates = exp.leave_one_out_rates(layout, case_mix, model, suspects)  # rates, variance
         baseline.left_out_urns = suspects
         if suspects:
             baseline.note += (

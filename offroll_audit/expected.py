@@ -326,16 +326,21 @@ class CellLayout:
         weights = self.trials * rate[self.pattern]
         return np.bincount(self.school, weights=weights, minlength=self.urns.len())
 
+    def pattern_sums(self, cells: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Trials and events per pattern (in key order) over all cells, or the `cells` mask."""
+        weight = 1.0 if cells is None else cells
+        size = self.patterns.height
+        return (
+            np.bincount(self.pattern, self.trials * weight, size),
+            np.bincount(self.pattern, self.events * weight, size),
+        )
+
     def pattern_totals(self, exclude: list[str], case_mix: list[str]) -> pl.DataFrame:
         """Case-mix columns, trials and events of every pattern over the schools not in
         `exclude` (a pattern only they have keeps its row, with zeros)."""
-        kept = (~self.urns.is_in(exclude)).to_numpy()[self.school]
-        size = self.patterns.height
+        trials, events = self.pattern_sums((~self.urns.is_in(exclude)).to_numpy()[self.school])
         return (
-            self.patterns.with_columns(
-                pl.Series("trials", np.bincount(self.pattern, self.trials * kept, size)),
-                pl.Series("events", np.bincount(self.pattern, self.events * kept, size)),
-            )
+            self.patterns.with_columns(pl.Series("trials", trials), pl.Series("events", events))
             .drop("pattern")
             .sort(case_mix)
         )
@@ -394,7 +399,7 @@ def import_glm():
 
 
 def leave_one_out_rates(
-    cells: pl.DataFrame, case_mix: list[str], model: str, urns: list[str], iterations: int = 5
+    layout: CellLayout, case_mix: list[str], model: str, urns: list[str], iterations: int = 5
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """For each given school, the rates of its own case-mix patterns fitted without its pupils.
 
@@ -409,35 +414,29 @@ def leave_one_out_rates(
     """
     empty = pl.DataFrame(schema={"urn": pl.String, "pattern": pl.UInt64, "rate": pl.Float64})
     no_variance = pl.DataFrame(schema={"urn": pl.String, "expected_variance": pl.Float64})
-    if not urns:
+    chosen = layout.urns.is_in(urns).to_numpy()  # per school
+    if not chosen.any():
         return empty, no_variance
-    patterns = cells.group_by("pattern", *case_mix).agg(
-        pl.col("trials").sum(), pl.col("events").sum()
-    )
-    patterns = patterns.sort("pattern").with_row_index("p")
-    own = cells.filter(pl.col("urn").is_in(urns)).join(
-        patterns.select("pattern", "p"), on="pattern"
-    )
-    schools = own.get_column("urn").unique().sort()
-    s = own.get_column("urn").cast(pl.Enum(schools)).to_physical().to_numpy()
-    p = own.get_column("p").to_numpy()
-    shape = (schools.len(), patterns.height)
+    own = chosen[layout.school]  # per cell
+    s, p = (np.cumsum(chosen) - 1)[layout.school[own]], layout.pattern[own]
+    schools = layout.urns.filter(chosen)
+    shape = (schools.len(), layout.patterns.height)
     n, y = np.zeros(shape), np.zeros(shape)
-    np.add.at(n, (s, p), own.get_column("trials").to_numpy())
-    np.add.at(y, (s, p), own.get_column("events").to_numpy())
-    trials = patterns.get_column("trials").to_numpy()[None, :] - n
-    events = patterns.get_column("events").to_numpy()[None, :] - y
+    np.add.at(n, (s, p), layout.trials[own])
+    np.add.at(y, (s, p), layout.events[own])
+    all_trials, all_events = layout.pattern_sums()
+    trials, events = all_trials[None, :] - n, all_events[None, :] - y
     if model == "saturated" or events.sum() == 0:
         with np.errstate(divide="ignore", invalid="ignore"):
             rates = np.where(trials > 0, events / trials, 0.0)
             variance = (n**2 * np.where(trials > 0, rates * (1 - rates) / trials, 0.0)).sum(axis=1)
     else:
-        exog, _ = design_matrix(patterns, case_mix, model)
+        exog, _ = design_matrix(layout.patterns, case_mix, model)
         rates, variance = _logit_newton_batch(exog, trials, events, iterations, n)
     frame = pl.DataFrame(
         {
             "urn": schools.gather(s),
-            "pattern": patterns.get_column("pattern").gather(p),
+            "pattern": layout.patterns.get_column("pattern").gather(p),
             "rate": np.clip(rates[s, p], 0.0, 1.0),
         }
     )

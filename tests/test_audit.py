@@ -199,7 +199,8 @@ def test_leave_one_out_matches_a_full_refit_without_the_school(example_dataset) 
     cells, case_mix = _ehe_cells(example_dataset)
     busiest = cells.group_by("urn").agg(pl.col("events").sum()).sort("events", "urn")["urn"]
     chosen = busiest.tail(3).to_list()
-    own, variance = exp.leave_one_out_rates(cells, case_mix, "main", chosen)
+    layout = exp.CellLayout.of(cells, case_mix)
+    own, variance = exp.leave_one_out_rates(layout, case_mix, "main", chosen)
     assert (variance["expected_variance"] > 0).all()
     for urn in chosen:
         refit = exp.fit_local_rates(cells, case_mix, "main", exclude=[urn])
