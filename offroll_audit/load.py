@@ -45,7 +45,6 @@ _ROW = "\x00row"  # the row number while a user's columns (maybe one called `lin
 SNIFF_BYTES = 1 << 16
 
 UPN_CHECK_ALPHABET = "ABCDEFGHJKLMNPQRTUVWXYZ"
-UPN_SHAPE = r"^[A-Z](\d{12}|\d{11}[A-Z])$"
 
 TRUE_WORDS = {"true", "t", "yes", "y", "1"}
 FALSE_WORDS = {"false", "f", "no", "n", "0"}
@@ -80,22 +79,6 @@ def find_table_files(root: Path, table: str) -> list[Path]:
         for p in sorted(root.iterdir())
         if p.stem.lower() == table and p.suffix.lower() in SUFFIXES and p.is_file()
     ]
-
-
-def find_table_file(root: Path, table: str, report: Report) -> Path | None:
-    """The one file holding `table`, or None if absent or ambiguous (reported)."""
-    found = find_table_files(root, table)
-    if len(found) > 1:
-        names = " and ".join(p.name for p in found)
-        report.error(
-            names,
-            None,
-            None,
-            f"two files hold the {table} table",
-            "keep one of them (csv, xlsx or parquet)",
-        )
-        return None
-    return found[0] if found else None
 
 
 def read_text_table(
@@ -931,7 +914,7 @@ def _derive_destination(
 
 
 def drop_duplicates(
-    frame: pl.DataFrame, table: str, keys: list[str], file: str, report: Report
+    frame: pl.DataFrame, keys: list[str], file: str, report: Report
 ) -> pl.DataFrame:
     """Exact duplicate rows count once (warning); rows that share a key but disagree are errors.
 
@@ -1119,7 +1102,13 @@ def load_dataset(root: Path, *, encoding: str | None = None) -> tuple[Dataset, R
     for table in TABLES:
         found = find_table_files(root, table)
         if len(found) > 1:
-            find_table_file(root, table, report)
+            report.error(
+                " and ".join(p.name for p in found),
+                None,
+                None,
+                f"two files hold the {table} table",
+                "keep one of them (csv, xlsx or parquet)",
+            )
             continue
         if not found:
             if table in REQUIRED_TABLES:
@@ -1151,7 +1140,7 @@ def load_dataset(root: Path, *, encoding: str | None = None) -> tuple[Dataset, R
         keys = KEYS[table] + (
             ["census"] if table == "pupils" and frame["census"].is_not_null().any() else []
         )
-        tables[table] = drop_duplicates(frame, table, keys, path.name, report)
+        tables[table] = drop_duplicates(frame, keys, path.name, report)
     names = {t: p.name for t, p in files.items()}
     if "letters" in tables:
         tables["letters"] = _attach_letter_paths(tables["letters"], root, names["letters"], report)
