@@ -15,7 +15,7 @@ import polars as pl
 
 from offroll_audit import codes
 from offroll_audit.profile import Profile
-from offroll_audit.window import Window, census_day
+from offroll_audit.window import Window, spring_census_on_or_after
 
 DESTINATION_WHY = {
     "EHE": "left for elective home education: not explained by a family move",
@@ -194,17 +194,6 @@ WHY_TEXT = {
 }
 
 
-def january_census_after(exit_dates: pl.Series) -> pl.Series:
-    """The spring (January) census day on or after each date."""
-    years = sorted(exit_dates.dt.year().drop_nulls().unique().to_list())
-    days = {y: census_day(f"{y}-SPR") for y in [*years, (years[-1] + 1 if years else 2000)]}
-    same_year = exit_dates.dt.year().replace_strict(days, default=None, return_dtype=pl.Date)
-    next_year = (exit_dates.dt.year() + 1).replace_strict(days, default=None, return_dtype=pl.Date)
-    return pl.select(
-        pl.when(exit_dates <= same_year).then(same_year).otherwise(next_year)
-    ).to_series()
-
-
 def school_days_between(start: pl.Series, end: pl.Series) -> np.ndarray:
     """School days (Monday to Friday) after `start` up to and including `end`; NaN where
     either date is missing, negative when `end` is before `start`.
@@ -262,7 +251,7 @@ def _flags(frame: pl.DataFrame, profile: Profile) -> pl.Series:
         .is_in(f.get("vulnerable_social_care", ["CIN", "CPP", "CLA"]))
         | (pl.col("disadvantaged") & pl.lit(f.get("vulnerable_if_disadvantaged", True)))
     ).fill_null(False)
-    census = january_census_after(frame.get_column("exit_date"))
+    census = spring_census_on_or_after(frame.get_column("exit_date"))
     days_to_census = (pl.lit(census) - pl.col("exit_date")).dt.total_days()
     notified = school_days_between(
         frame.get_column("exit_date"), frame.get_column("la_notified_date")

@@ -25,7 +25,6 @@ Input of `detect_templates` (the loader's letters frame plus text):
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 import itertools
 import re
@@ -42,6 +41,7 @@ from datasketch import LeanMinHash, MinHash, MinHashLSH
 from scipy import sparse
 
 from offroll_audit.extract import SUPPORTED_SUFFIXES, Extracted, extract_letter
+from offroll_audit.window import spring_census_on_or_after
 
 VERDICTS = ("school_template", "shared_public_template", "unique")
 METADATA_FIELDS = ("author", "last_modified_by", "company", "template", "rsid_root", "producer")
@@ -1066,7 +1066,7 @@ def _letter_flags(
         .str.strip_chars()
     )
     short = name.str.replace(r"\s+(school|academy|college)$", "")
-    census = _census_before(prepared.get_column("received_date"))
+    census = spring_census_on_or_after(prepared.get_column("received_date"))
     days_before = (pl.col("census") - pl.col("received_date")).dt.total_days()
     after_suspension = (pl.col("received_date") - pl.col("last_suspension_date")).dt.total_days()
     return (
@@ -1088,23 +1088,6 @@ def _letter_flags(
             census=pl.col("census"),
         )
     )
-
-
-def third_thursday_of_january(year: int) -> dt.date:
-    """Spring census day (domain-facts.md)."""
-    first = dt.date(year, 1, 1)
-    return first + dt.timedelta(days=(3 - first.weekday()) % 7 + 14)
-
-
-def _census_before(received: pl.Series) -> pl.Series:
-    """The first January census on or after each date (null date -> null)."""
-    years = sorted({d.year for d in received.drop_nulls().to_list()})
-    census = {y: third_thursday_of_january(y) for y in [*years, *(y + 1 for y in years)]}
-    this_year = received.dt.year().replace_strict(census, default=None, return_dtype=pl.Date)
-    next_year = (received.dt.year() + 1).replace_strict(census, default=None, return_dtype=pl.Date)
-    return pl.select(
-        pl.when(received <= this_year).then(this_year).otherwise(next_year)
-    ).to_series()
 
 
 def _signals(group: pl.DataFrame, main_urn: str, settings: LetterSettings) -> list[dict[str, str]]:

@@ -93,6 +93,15 @@ def census_day(census: str) -> date:
     return first_thursday + timedelta(weeks=nth - 1)
 
 
+def spring_census_on_or_after(dates: pl.Series) -> pl.Series:
+    """The spring (January) census day on or after each date (null stays null)."""
+    years = dates.dt.year().drop_nulls().unique().to_list()
+    days = {y: census_day(f"{y}-SPR") for y in {*years, *(y + 1 for y in years)}}
+    this_year = dates.dt.year().replace_strict(days, default=None, return_dtype=pl.Date)
+    next_year = (dates.dt.year() + 1).replace_strict(days, default=None, return_dtype=pl.Date)
+    return pl.select(pl.when(dates <= this_year).then(this_year).otherwise(next_year)).to_series()
+
+
 def pick_census(pupils: pl.DataFrame, window: Window) -> pl.DataFrame:
     """One row per pupil per school: the latest census at or before the window's
     start, else the first census within it (data contract, pupils.csv)."""

@@ -910,3 +910,13 @@ def test_add_rag_again_replaces_the_rating() -> None:
     row = again.row(0, named=True)
     assert (row["rag_score"], row["rag"]) == (2, "amber")
     assert row["rag_why"] == "on SEN support, letter matches a school template"
+
+
+def test_spring_census_after_an_exit_in_a_year_with_no_later_exits() -> None:
+    """The census after a November exit is next January's, even when no exit falls in that year
+    (classify once built census days only for the years its exits fell in)."""
+    from offroll_audit.window import spring_census_on_or_after
+
+    dates = pl.Series([date(2021, 11, 1), date(2023, 3, 1), None])
+    got = spring_census_on_or_after(dates).to_list()
+    assert got == [date(2022, 1, 20), date(2024, 1, 18), None]

@@ -22,10 +22,10 @@ from offroll_audit.letters import (
     jaccard,
     normalise,
     read_letter_texts,
-    third_thursday_of_january,
     word_shingles,
 )
 from offroll_audit.synthetic_letters import assemble_pdf
+from offroll_audit.window import census_day
 
 # --------------------------------------------------------------------------- file builders
 
@@ -273,8 +273,8 @@ def test_shingles_and_jaccard() -> None:
 
 
 def test_january_census_is_third_thursday() -> None:
-    assert third_thursday_of_january(2025) == dt.date(2025, 1, 16)
-    assert third_thursday_of_january(2024) == dt.date(2024, 1, 18)
+    assert census_day("2025-SPR") == dt.date(2025, 1, 16)
+    assert census_day("2024-SPR") == dt.date(2024, 1, 18)
 
 
 def test_lsh_bands_find_95_percent_of_pairs_at_jaccard_half() -> None:
