@@ -319,6 +319,9 @@ def test_bad_options_exit_2(tmp_path: Path, capsys) -> None:
     assert run_cli("audit", EXAMPLE, "--out", tmp_path / "o", "--baseline", "mars") == 2
     assert run_cli("audit", EXAMPLE, "--out", tmp_path / "o", "--profile", "nope") == 2
     assert run_cli("audit", tmp_path / "missing", "--out", tmp_path / "o") == 2
+    missing = tmp_path / "no-templates"
+    assert run_cli("audit", EXAMPLE, "--out", tmp_path / "o", "--known-templates", missing) == 2
+    assert run_cli("letters", EXAMPLE, "--out", tmp_path / "o", "--known-templates", missing) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert not (tmp_path / "o").exists()

@@ -8,7 +8,15 @@ from typing import Any
 
 import typer
 
-from offroll_audit.console.options import DATE_FROM, DATE_TO, ENCODING, JSON_OUTPUT, QUIET, TERM
+from offroll_audit.console.options import (
+    DATE_FROM,
+    DATE_TO,
+    ENCODING,
+    JSON_OUTPUT,
+    KNOWN_TEMPLATES,
+    QUIET,
+    TERM,
+)
 
 METHODS = ("nb", "poisson", "funnelplotr")
 
@@ -46,12 +54,7 @@ def command(
     letters: bool = typer.Option(
         True, "--letters/--no-letters", help="Scan parents' letters for templates."
     ),
-    known_templates: Path | None = typer.Option(
-        None,
-        "--known-templates",
-        help="Folder of public sample letters: matches are "
-        "shared_public_template, never the school's.",
-    ),
+    known_templates: Path | None = KNOWN_TEMPLATES,
     workbooks: bool = typer.Option(
         True,
         "--workbooks/--no-workbooks",

@@ -7,18 +7,13 @@ from pathlib import Path
 
 import typer
 
-from offroll_audit.console.options import ENCODING, JSON_OUTPUT, QUIET
+from offroll_audit.console.options import ENCODING, JSON_OUTPUT, KNOWN_TEMPLATES, QUIET
 
 
 def command(
     data: Path = typer.Argument(..., help="The dataset folder (with letters.csv and letters/)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for letters.csv and clusters.json."),
-    known_templates: Path | None = typer.Option(
-        None,
-        "--known-templates",
-        help="Folder of public sample letters: matches are "
-        "shared_public_template, never the school's.",
-    ),
+    known_templates: Path | None = KNOWN_TEMPLATES,
     encoding: str | None = ENCODING,
     json_output: bool = JSON_OUTPUT,
     quiet: bool = QUIET,
@@ -33,8 +28,6 @@ def command(
     from offroll_audit.report import check_out_folder, write_letter_outputs
 
     check_out_folder(out, data)
-    if known_templates is not None and not known_templates.is_dir():
-        raise UsageError(f"--known-templates {known_templates}: not a folder")
     dataset, report = load_dataset(data, encoding=encoding)
     if not dataset.has_letters:
         raise UsageError(f"{data}: no letters.csv, so there are no letters to scan")

@@ -9,6 +9,13 @@ ENCODING = typer.Option(
 )
 JSON_OUTPUT = typer.Option(False, "--json", help="Print machine-readable JSON to stdout.")
 QUIET = typer.Option(False, "--quiet", "-q", help="Print only errors.")
+KNOWN_TEMPLATES = typer.Option(
+    None,
+    "--known-templates",
+    exists=True,
+    file_okay=False,
+    help="Folder of public sample letters: matches are shared_public_template, never the school's.",
+)
 
 # The audit window, shared by `audit` and `model` (a day in ISO or UK day-first form).
 DATE_FORMATS = ["%Y-%m-%d", "%d/%m/%Y"]
