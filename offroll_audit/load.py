@@ -635,7 +635,11 @@ def canonicalise(
             _check_census(result, file, report)
         _check_order(result, "on_roll_from", "on_roll_to", file, report)
     if table == "exits":
-        result = _derive_destination(result, "ground" in mapping, file, report)
+        lookup = lookups.get("destination")  # none when the ground stands in for the column
+        invalid_lines = frame.filter(
+            pl.col(mapping["destination"]).to_physical().is_in(lookup.invalid) if lookup else False
+        ).get_column(_ROW)
+        result = _derive_destination(result, "ground" in mapping, invalid_lines, file, report)
         _check_order(result, "exit_date", "returned_date", file, report)
     return result
 
@@ -869,29 +873,24 @@ def normalise_ground(ground: pl.Expr) -> pl.Expr:
 
 
 def _derive_destination(
-    exits: pl.DataFrame, has_ground: bool, file: str, report: Report
+    exits: pl.DataFrame, has_ground: bool, invalid_lines: pl.Series, file: str, report: Report
 ) -> pl.DataFrame:
     """Fill an empty destination from a ground that decides it; report the rest.
 
-    Rows whose destination text was invalid are already reported (and null);
-    they are not filled from the ground: wrong data is worse than no data.
+    Rows whose destination text was invalid (`invalid_lines`) are already reported (and
+    null); they are not filled from the ground: wrong data is worse than no data.
     """
+    invalid = pl.col(LINE).is_in(invalid_lines.implode())
     if has_ground:
         exits = exits.with_columns(normalise_ground(pl.col("ground")).alias("ground"))
         derived = pl.col("ground").replace_strict(
             codes.GROUND_DESTINATION, default=None, return_dtype=pl.String
         )
+        filled = pl.coalesce(pl.col("destination"), derived.cast(codes.Destination))
         exits = exits.with_columns(
-            pl.coalesce(pl.col("destination"), derived.cast(codes.Destination)).alias("destination")
+            pl.when(invalid).then(pl.col("destination")).otherwise(filled).alias("destination")
         )
-    invalid_lines = {
-        p.row
-        for p in report.errors
-        if p.file == file and p.column == "destination" and p.row is not None
-    }
-    missing = exits.filter(
-        pl.col("destination").is_null() & ~pl.col(LINE).is_in(list(invalid_lines))
-    )
+    missing = exits.filter(pl.col("destination").is_null() & ~invalid)
     if missing.height:
         if has_ground:
             message = "destination is empty and the ground does not decide it"

@@ -1160,3 +1160,15 @@ def test_input_files_are_never_modified(case_id: str, tmp_path: Path) -> None:
             main(["validate", str(folder)])
         assert file_hashes(folder) == before
         assert sorted(p.name for p in folder.rglob("*")) == names
+
+
+def test_more_invalid_destinations_than_are_listed_are_not_also_called_empty(tmp_path) -> None:
+    """Only the first 20 bad cells are listed; the rest must not come back as 'empty'."""
+    tables = base_tables()
+    exits = tables["exits"]
+    for _ in range(25):
+        exits.append([*exits[1][:3], "BOGUS", "9(9)(z)", *exits[1][5:]])
+    report = load_errors(write_dataset(tmp_path / "data", tables))
+    messages = [p.message for p in report.errors if p.column == "destination"]
+    assert sum("not a valid destination" in m for m in messages) == 20
+    assert not [m for m in messages if "empty" in m]
