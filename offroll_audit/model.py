@@ -43,7 +43,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +64,8 @@ QUADRATURE_NODES = 15
 MAX_PARAMETERS = 2000
 # Columns of the design frame that are bookkeeping, not predictors.
 NOT_PREDICTORS = ("line", "pupil_id", "exposure")
+# Column types no formula can use as a predictor: dates, times and nested values.
+UNUSABLE_DTYPES = (pl.Date, pl.Datetime, pl.Duration, pl.Time, pl.List, pl.Struct, pl.Array)
 
 OUTCOME_PHRASE = {
     "ehe": "leaving for home education",
@@ -206,6 +208,7 @@ class ModelResult:
     deviance: float
     converged: bool
     iterations: int
+    n_parameters: int  # columns fitted (+1 for the random-intercept SD), as the AIC counts them
     random_effect: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     not_estimable: dict[str, str] = field(default_factory=dict)
@@ -256,7 +259,7 @@ class ModelResult:
                     "log_likelihood": self.loglik,
                     "aic": self.aic,
                     "deviance": self.deviance,
-                    "parameters": len(self.terms) + (1 if self.mixed else 0),
+                    "parameters": self.n_parameters,
                     "converged": self.converged,
                     "iterations": self.iterations,
                 },
@@ -395,15 +398,16 @@ def add_school_context(
 def predictor_columns(frame: pl.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
     """Columns a formula may use (for error messages): not bookkeeping, dates or the outcome."""
     skip = {*NOT_PREDICTORS, *exclude}
-    unusable = (pl.Date, pl.Datetime, pl.Duration, pl.Time, pl.List, pl.Struct, pl.Array)
     return [
         name
         for name, dtype in frame.schema.items()
-        if name not in skip
-        and not name.startswith("_")
-        and not isinstance(dtype, unusable)
-        and dtype not in unusable
+        if name not in skip and not name.startswith("_") and not _unusable(dtype)
     ]
+
+
+def _unusable(dtype: pl.DataType) -> bool:
+    """Is a column of this type unusable as a predictor (a date, a time or a nested value)?"""
+    return isinstance(dtype, UNUSABLE_DTYPES) or dtype in UNUSABLE_DTYPES
 
 
 # =========================================================================== formulas
@@ -526,14 +530,12 @@ class _Rows:
 
     frame: pl.DataFrame
     combos: pl.DataFrame
-    n_groups: int
     n_pupils: int
     n_events: int
     n_schools: int
     n_dropped: int
     pupil_level: bool
     levels: dict[str, list | None]
-    cluster: str
     warnings: list[str]
     available: list[str]
 
@@ -568,9 +570,7 @@ def _prepare(
     )
     for v in variables:
         dtype = data.schema[v]
-        if dtype in (pl.Date, pl.Datetime, pl.Duration, pl.Time) or isinstance(
-            dtype, pl.List | pl.Struct | pl.Array
-        ):
+        if _unusable(dtype):
             raise UsageError(f"column {v!r} ({dtype}) cannot be a predictor")
     before = data.height
     data = data.drop_nulls()
@@ -619,7 +619,6 @@ def _prepare(
         # The Poisson log-likelihood of pupils differs from the patterns' by this constant.
         rows = rows.with_columns((pl.col("_c") - pl.col("_y") * pl.col("_e").log()).alias("_c"))
     rows = rows.with_columns((pl.col("_cluster").rank("dense").cast(pl.Int64) - 1).alias("_g"))
-    n_groups = int(rows.get_column("_g").max()) + 1  # type: ignore[operator]
     levels = {v: _levels(rows.get_column(v)) for v in variables}
     if pupil_level or not variables:
         combos = rows.select(variables) if variables else pl.DataFrame({"_one": [1]})
@@ -636,14 +635,12 @@ def _prepare(
     return _Rows(
         rows.select("_g", "_u", "_n", "_y", "_e", "_c"),
         combos,
-        n_groups if cluster != "none" else n_pupils,
         n_pupils,
         n_events,
         n_schools,
         dropped,
         pupil_level,
         levels,
-        cluster,
         notes,
         predictor_columns(frame, [outcome]),
     )
@@ -932,7 +929,7 @@ def _newton(
         ):
             converged = True
             break
-    return _Core(beta, _inverse(info), loglik, converged, iterations, {"eta": eta, "info": info})
+    return _Core(beta, _inverse(info), loglik, converged, iterations)
 
 
 def _crossprod(x: np.ndarray, w: np.ndarray | None = None, chunk: int = 65536) -> np.ndarray:
@@ -1243,7 +1240,6 @@ def _fit(
             f"quadrature ({core.extra['nodes']} nodes per cluster), L-BFGS-B then Newton"
         )
         se_method = "model-based: inverse of the numerical Hessian of the marginal log-likelihood"
-        parameters = x.shape[1] + 1
         if core.extra["at_boundary"]:
             notes.append(
                 "the random-intercept SD is at its lower bound: the clusters barely differ"
@@ -1262,12 +1258,12 @@ def _fit(
             se_method = f"cluster-robust sandwich by {unit}, CR1 correction G/(G-1)*(N-1)/(N-K)"
         offset = ", log exposure offset" if family == "poisson" else ""
         estimator = f"{family} GLM ({link} link{offset}), maximum likelihood by Newton-Raphson/IRLS"
-        parameters = x.shape[1]
         if cluster != "none" and n_groups < 30:
             notes.append(
                 f"only {n_groups} clusters: cluster-robust standard errors are unreliable with "
                 "fewer than about 30"
             )
+    parameters = x.shape[1] + (1 if mixed else 0)  # columns actually fitted, not dropped ones
     loglik = core.loglik + constant
     deviance = -2 * loglik - (2 * n_events if family == "poisson" else 0.0)
     if not core.converged:
@@ -1307,6 +1303,7 @@ def _fit(
         deviance=deviance,
         converged=core.converged,
         iterations=core.iterations,
+        n_parameters=parameters,
         random_effect=random_effect,
         warnings=notes,
         not_estimable={names[j]: why for j, why in gone.items()},
@@ -1384,6 +1381,12 @@ def _exp(value: float) -> float:
 # =========================================================================== comparison
 
 
+def check_same_outcome(outcomes: Sequence[str]) -> None:
+    """Models compared on the same pupils must explain the same outcome."""
+    if len(set(outcomes)) > 1:
+        raise UsageError(f"--compare: both models need the same outcome ({' vs '.join(outcomes)})")
+
+
 def compare_models(
     frame: pl.DataFrame,
     formula: str,
@@ -1403,11 +1406,7 @@ def compare_models(
     """
     check_options(family, cluster, mixed, fit_on)
     first, second = parse_formula(formula, frame), parse_formula(other, frame)
-    if first.outcome != second.outcome:
-        raise UsageError(
-            f"--compare: both models need the same outcome ({first.outcome!r} vs "
-            f"{second.outcome!r})"
-        )
+    check_same_outcome([first.outcome, second.outcome])
     rows = _prepare(frame, [first, second], family, cluster, fit_on)
     design1, design2 = _design(rows, first), _design(rows, second)
     x1, x2 = design1[0], design2[0]
@@ -1421,7 +1420,7 @@ def compare_models(
     one = _fit(rows, first, family, cluster, mixed, design1)
     two = _fit(rows, second, family, cluster, mixed, design2)
     small, large = (one, two) if nested_is_first else (two, one)
-    df = len(large.terms) - len(small.terms)
+    df = large.n_parameters - small.n_parameters  # fitted columns: dropped terms add none
     chi2 = max(0.0, 2 * (large.loglik - small.loglik))
     comparison = Comparison(
         large.formula, small.formula, nested_is_first, chi2, df, float(stats.chi2.sf(chi2, df))
@@ -1571,21 +1570,33 @@ def write_table(
     other: ModelResult | None = None,
 ) -> None:
     """Write the results to .xlsx (sheets) or .csv (one long table), atomically."""
-    suffix = path.suffix.lower()
-    if suffix not in (".xlsx", ".csv"):
-        raise UsageError(f"--out {path}: give a .xlsx or .csv file name")
-    if not path.parent.is_dir():
-        raise UsageError(f"--out {path}: the folder {path.parent} does not exist")
+    check_out_path(path)
     rows = _coefficient_rows(result) + (_coefficient_rows(other, "second model") if other else [])
     fit = _fit_rows(result) + (_fit_rows(other, "second model") if other else [])
     compared = _comparison_rows(comparison) if comparison else []
-    fd, name = tempfile.mkstemp(prefix=".model-", suffix=suffix, dir=path.parent)
+    if path.suffix.lower() == ".csv":
+        _atomic_write(path, lambda temp: _write_csv(temp, rows, fit, compared))
+    else:
+        _atomic_write(path, lambda temp: _write_xlsx(temp, rows, fit, compared, result))
+
+
+def check_out_path(path: Path) -> None:
+    """--out must name a .xlsx or .csv file in a folder that exists."""
+    if path.suffix.lower() not in (".xlsx", ".csv"):
+        raise UsageError(f"--out {path}: give a .xlsx or .csv file name")
+    if not path.parent.is_dir():
+        raise UsageError(f"--out {path}: the folder {path.parent} does not exist")
+
+
+def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
+    """`writer` fills a temporary file next to `path`, which then replaces `path` in one step.
+
+    A reader never sees a half-written file; on any failure the temporary file is removed.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
-        if suffix == ".csv":
-            _write_csv(Path(name), rows, fit, compared)
-        else:
-            _write_xlsx(Path(name), rows, fit, compared, result)
+        writer(Path(name))
         os.replace(name, path)
     finally:
         if os.path.exists(name):
@@ -1777,11 +1788,8 @@ def manifest(
 def write_manifest(out: Path, payload: dict[str, Any]) -> Path:
     """`<out>.manifest.json` next to the table."""
     target = out.with_name(out.name + ".manifest.json")
-    fd, name = tempfile.mkstemp(prefix=".manifest-", suffix=".json", dir=out.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2)
-        handle.write("\n")
-    os.replace(name, target)
+    text = json.dumps(payload, indent=2) + "\n"
+    _atomic_write(target, lambda temp: temp.write_text(text, encoding="utf-8"))
     return target
 
 

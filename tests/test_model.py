@@ -285,6 +285,20 @@ def test_group_without_events_is_not_estimable_and_left_out(pupils):
     assert any("no pupil in this group had the outcome" in s for s in m.term_sentences(result))
 
 
+@pytest.mark.parametrize("mixed", [False, True])
+def test_parameters_count_only_fitted_columns_as_the_aic_does(pupils, mixed):
+    frame = pupils.with_columns(
+        pl.when(pl.col("social_care") == "CPP").then(0).otherwise(pl.col("ehe")).alias("ehe")
+    )
+    result = m.fit_model(frame, "ehe ~ C(social_care) + disadvantaged", mixed=mixed)
+    assert list(result.not_estimable) == ["C(social_care)[T.CPP]"]
+    assert result.n_parameters == len(result.terms) - 1 + (1 if mixed else 0)
+    assert result.aic == pytest.approx(2 * result.n_parameters - 2 * result.loglik)
+    fit = result.to_dict()["fit"]
+    assert fit["parameters"] == result.n_parameters
+    assert fit["aic"] == pytest.approx(2 * fit["parameters"] - 2 * fit["log_likelihood"])
+
+
 @pytest.mark.parametrize(
     ("formula", "message"),
     [

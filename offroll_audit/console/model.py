@@ -81,19 +81,15 @@ def command(
     from offroll_audit import model
     from offroll_audit.console.render import print_warnings, stderr_console, stdout_console
     from offroll_audit.load import load_dataset
-    from offroll_audit.problems import UsageError
     from offroll_audit.profile import load_profile
     from offroll_audit.window import choose_window
 
     model.check_options(family, cluster, mixed, "auto")
-    if out is not None and out.suffix.lower() not in (".xlsx", ".csv"):
-        raise UsageError(f"--out {out}: give a .xlsx or .csv file name")
-    if out is not None and not out.parent.is_dir():
-        raise UsageError(f"--out {out}: the folder {out.parent} does not exist")
+    if out is not None:
+        model.check_out_path(out)
     formulas = [formula] if compare is None else [formula, compare]
     outcomes = [model.outcome_column(model.split_formula(f)[0]) for f in formulas]
-    if len(set(outcomes)) > 1:
-        raise UsageError(f"--compare: both models need the same outcome ({' vs '.join(outcomes)})")
+    model.check_same_outcome(outcomes)
     rules = load_profile(profile)
     dataset, report = load_dataset(data, encoding=encoding)
     print_warnings(report, quiet)
