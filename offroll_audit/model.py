@@ -53,7 +53,7 @@ import numpy as np
 import polars as pl
 from scipy import optimize, special, stats
 
-from offroll_audit import __version__, codes
+from offroll_audit import codes, tool_block
 from offroll_audit.problems import UsageError
 
 FAMILIES = ("binomial", "poisson")
@@ -1763,7 +1763,7 @@ def manifest(
 
     return _finite(
         {
-            "tool": {"name": "offroll-audit", "version": __version__, "command": "model"},
+            "tool": tool_block(command="model"),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "formula": result.formula,
             "family": result.family,

@@ -24,12 +24,13 @@ from typing import Any
 
 import polars as pl
 
-from offroll_audit import __version__
+from offroll_audit import tool_block
 from offroll_audit.audit import AuditResult
 from offroll_audit.problems import Report, UsageError
 from offroll_audit.results import (
-    EXIT_FIELDS,
     build_results,
+    cluster_records,
+    exit_records,
     with_exit_dicts,
     write_results_json,
 )
@@ -37,7 +38,6 @@ from offroll_audit.schema import Dataset
 
 KEY_ENVIRONMENT = "OFFROLL_AUDIT_KEY"
 MANIFEST = "manifest.json"
-SCHOOL_SCALARS = ("urn", "name", "phase", "type", "trust", "la_code", "pupils")
 LETTER_FIELDS = ["letter_id", "urn", "cluster_id", "verdict", "similarity", "words", "warning"]
 
 
@@ -147,25 +147,21 @@ def suppress_counts(frame: pl.DataFrame, columns: list[str], suppress: int) -> p
 
 
 def exits_csv_frame(result: AuditResult) -> pl.DataFrame:
-    exits = result.exits.filter(pl.col("urn").is_in(result.schools["urn"].implode())).sort("line")
-    return exits.select(
-        [
-            pl.col(c).list.join(";")
-            if c == "flags"
-            else pl.col(c).cast(pl.String)
-            if isinstance(exits.schema[c], pl.Enum)
-            else pl.col(c)
-            for c in EXIT_FIELDS
-        ]
+    """results.json's exits of the reported schools, with the flags as one cell."""
+    exits = result.exits.filter(pl.col("urn").is_in(result.schools["urn"].implode()))
+    return exit_records(exits).with_columns(pl.col("flags").list.join(";"))
+
+
+def letters_table(letters: pl.DataFrame) -> pl.DataFrame:
+    """letters.csv's columns, the verdict as text."""
+    return letters.select(
+        [pl.col(c).cast(pl.String) if c == "verdict" else pl.col(c) for c in LETTER_FIELDS]
     )
 
 
 def letters_csv_frame(result: AuditResult) -> pl.DataFrame:
     letters = result.letters.letters
-    reported = result.schools["urn"].implode()
-    return letters.filter(pl.col("urn").is_in(reported)).select(
-        [pl.col(c).cast(pl.String) if c == "verdict" else pl.col(c) for c in LETTER_FIELDS]
-    )
+    return letters_table(letters.filter(pl.col("urn").is_in(result.schools["urn"].implode())))
 
 
 # --------------------------------------------------------------------------- the folder
@@ -201,15 +197,11 @@ def write_json(path: Path, document: Any) -> None:
 def manifest_document(result: AuditResult, dataset: Dataset, options: OutputOptions) -> dict:
     profile = result.options.profile
     return {
-        "tool": {"name": "offroll-audit", "version": __version__},
+        "tool": tool_block(),
         "profile": {"name": profile.name, "source": profile.source},
         "baseline": result.options.baseline,
         "method": result.options.method,
-        "window": {
-            "from": result.window.start.isoformat(),
-            "to": result.window.end.isoformat(),
-            "source": result.window.source,
-        },
+        "window": result.window.as_dict(),
         "restricted_to": {"urns": result.options.urns, "trust": result.options.trust},
         "pseudonymised": options.pseudonymise_key is not None,
         "suppress_below": options.suppress,
@@ -276,20 +268,16 @@ def replace_folder(staging: Path, out: Path) -> None:
 
 def write_letter_outputs(letters, dataset: Dataset, out: Path) -> dict:
     """`letters` command output: letters.csv, clusters.json and manifest.json, atomically."""
-    from offroll_audit.results import cluster_records
-
     check_out_folder(out, dataset.root)
     reported = set(dataset.letters.get_column("urn").to_list())
     clusters = {"letter_clusters": cluster_records(letters, reported), "warnings": letters.warnings}
     manifest = {
-        "tool": {"name": "offroll-audit", "version": __version__},
+        "tool": tool_block(),
         "command": "letters",
         "inputs": input_hashes(dataset),
     }
     with staged_folder(out) as staging:
-        letters.letters.select(
-            [pl.col(c).cast(pl.String) if c == "verdict" else pl.col(c) for c in LETTER_FIELDS]
-        ).write_csv(staging / "letters.csv")
+        letters_table(letters.letters).write_csv(staging / "letters.csv")
         write_json(staging / "clusters.json", clusters)
         write_json(staging / MANIFEST, manifest)
     return clusters

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 import polars as pl
 
-from offroll_audit import __version__
+from offroll_audit import tool_block
 from offroll_audit.audit import OUTCOME_LABEL, AuditResult
 from offroll_audit.classify import FLAG_TEXT, FLAGS
 from offroll_audit.select import rule_text
@@ -184,12 +184,8 @@ def _build_results(
     reported = set(result.schools.get_column("urn").to_list())
     exits = result.exits.filter(pl.col("urn").is_in(reported))
     return {
-        "tool": {"name": "offroll-audit", "version": __version__},
-        "window": {
-            "from": result.window.start.isoformat(),
-            "to": result.window.end.isoformat(),
-            "source": result.window.source,
-        },
+        "tool": tool_block(),
+        "window": result.window.as_dict(),
         "profile": profile.name,
         "profile_settings": profile.settings,
         "method": result.options.method,

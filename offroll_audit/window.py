@@ -21,6 +21,10 @@ class Window:
     def days(self) -> int:
         return (self.end - self.start).days + 1
 
+    def as_dict(self) -> dict[str, str]:
+        """The window as outputs record it."""
+        return {"from": self.start.isoformat(), "to": self.end.isoformat(), "source": self.source}
+
 
 def easter_sunday(year: int) -> date:
     """Gregorian Easter (anonymous algorithm): the spring term ends at Easter."""

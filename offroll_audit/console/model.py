@@ -104,16 +104,12 @@ def command(
         result, other, comparison = model.compare_models(
             frame, formula, compare, family, cluster, mixed
         )
-    window_info = {
-        "from": window.start.isoformat(),
-        "to": window.end.isoformat(),
-        "source": window.source,
-    }
     if not quiet:
         errors = stderr_console()
         for fitted in (result, other):
             for note in fitted.warnings if fitted else []:
                 errors.print(f"warning: {note}", markup=False)
+    window_info = window.as_dict()
     if json_output:
         payload = {**result.to_dict(), "window": window_info, "profile": rules.name}
         if comparison is not None and other is not None:
@@ -131,7 +127,7 @@ def command(
         options = {
             "outcome": result.outcome,
             "compare": compare,
-            "window": window_info,
+            "window": window.as_dict(),
             "profile": rules.name,
             "data": str(data),
         }
