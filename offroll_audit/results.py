@@ -303,13 +303,6 @@ def write_results_json(results: dict[str, Any], stream: BinaryIO) -> None:
     stream.write(b"}\n")
 
 
-def results_json(results: dict[str, Any]) -> str:
-    """results.json as text (for --json)."""
-    buffer = io.BytesIO()
-    write_results_json(results, buffer)
-    return buffer.getvalue().decode("utf-8")
-
-
 def with_exit_dicts(results: dict[str, Any]) -> dict[str, Any]:
     """The document with exits as a list of dicts (what the workbooks read)."""
     exits = results["exits"]

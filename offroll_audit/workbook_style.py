@@ -48,7 +48,6 @@ EXCEL_EPOCH = dt.date(1899, 12, 30)
 FMT_RATIO = "0.00"
 FMT_EXPECTED = "0.0"
 FMT_P = '[<0.001]"<0.001";0.0000'
-FMT_ALPHA = "0.000"
 FMT_INT = "#,##0"
 FMT_DATE = "yyyy-mm-dd"
 
@@ -70,7 +69,6 @@ NOTE_FONT = Font(name=FACE, size=11, italic=True, color="595959")
 HEADER_FONT = Font(name=FACE, size=11, bold=True, color="FFFFFF")
 NOTE_COLOUR = "FFF2CC"
 WRAP_TOP = Alignment(wrap_text=True, vertical="top")
-TOP = Alignment(vertical="top")
 NUMBER_COLUMN = Alignment(vertical="top", horizontal="right")  # "<5" and "c" line up too
 TEXT_COLUMN = Alignment(vertical="top", indent=1)  # a gap after a right-aligned number
 WRAP_TEXT_COLUMN = Alignment(vertical="top", indent=1, wrap_text=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -141,12 +142,14 @@ def example_dataset():
 
 def test_results_json_holds_what_the_standard_library_would_write(example_dataset) -> None:
     """orjson and the NDJSON exits splice are speed only: the parsed document is the same."""
-    from offroll_audit.results import build_results, results_json, with_exit_dicts
+    from offroll_audit.results import build_results, with_exit_dicts, write_results_json
 
     options = AuditOptions(profile=load_profile("default"))
     results = build_results(run_audit(example_dataset, options), {"inputs": {}}, [])
     assert results["exits"].height > 100
-    parsed = json.loads(results_json(results))
+    written = io.BytesIO()
+    write_results_json(results, written)
+    parsed = json.loads(written.getvalue())
     assert parsed == json.loads(json.dumps(with_exit_dicts(results), ensure_ascii=False))
     assert list(parsed)[-1] == "exits"
 

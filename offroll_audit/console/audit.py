@@ -97,7 +97,7 @@ def command(
         letters=letters,
         known_templates=known_templates,
     )
-    results = audit_and_write(
+    audit_and_write(
         data,
         out,
         options,
@@ -108,10 +108,8 @@ def command(
         suppress=suppress,
         quiet=quiet or json_output,
     )
-    if json_output:
-        from offroll_audit.results import results_json
-
-        typer.echo(results_json(results), nl=False)
+    if json_output:  # the document just written, not encoded a second time
+        typer.echo((out / "results.json").read_text(encoding="utf-8"), nl=False)
     return 0
 
 
