@@ -66,28 +66,31 @@ def _read(path: Path) -> dict[str, Any]:
         raise UsageError(f"profile {path}: {exc}") from None
 
 
-def resolve(name_or_file: str, folder: Path = THRESHOLDS) -> Path:
-    """A profile name (`default`, `strict`, `ofsted`) or a path to a TOML file."""
+def resolve(name_or_file: str, folders: tuple[Path, ...] = (THRESHOLDS,)) -> Path:
+    """A profile name (`default`, `strict`, `ofsted`), looked up in `folders` in order, or a
+    path to a TOML file."""
     candidate = Path(name_or_file)
     if candidate.suffix == ".toml" and candidate.is_file():
         return candidate
-    named = folder / f"{name_or_file}.toml"
-    if named.is_file():
-        return named
-    known = ", ".join(sorted(p.stem for p in folder.glob("*.toml")))
+    for folder in folders:
+        named = folder / f"{name_or_file}.toml"
+        if named.is_file():
+            return named
+    known = ", ".join(sorted(p.stem for p in THRESHOLDS.glob("*.toml")))
     raise UsageError(f"--profile {name_or_file!r}: no such profile or file (profiles: {known})")
 
 
 def load_profile(name_or_file: str = "default") -> Profile:
-    path = resolve(name_or_file)
+    """A profile with everything it inherits merged in; a parent named without a path is
+    looked up next to the file that names it, then among the shipped profiles."""
+    first = path = resolve(name_or_file)
     settings = _read(path)
     seen = {path.resolve()}
     while parent := settings.pop("inherits", None):
-        parent_path = resolve(
-            parent, path.parent if (path.parent / f"{parent}.toml").is_file() else THRESHOLDS
-        )
+        parent_path = resolve(parent, (path.parent, THRESHOLDS))
         if parent_path.resolve() in seen:
             raise UsageError(f"profile {path}: inherits from itself")
         seen.add(parent_path.resolve())
         settings = merge(_read(parent_path), settings)
-    return Profile(name=settings.get("name", path.stem), source=str(path), settings=settings)
+        path = parent_path
+    return Profile(name=settings.get("name", first.stem), source=str(first), settings=settings)

@@ -1,0 +1,34 @@
+"""Profiles: inheritance across files and folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from offroll_audit.problems import UsageError
+from offroll_audit.profile import load_profile
+
+
+def test_a_chain_of_profiles_resolves_each_parent_next_to_the_file_naming_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    b = tmp_path / "b" / "b.toml"
+    (tmp_path / "a" / "a.toml").write_text(f'inherits = "{b}"\n[statistics]\noutlier_p = 0.01\n')
+    b.write_text('inherits = "c"\n[statistics]\nmin_expected = 2.0\n')
+    (tmp_path / "b" / "c.toml").write_text('inherits = "strict"\n[statistics]\np_high_95 = 0.02\n')
+    profile = load_profile(str(tmp_path / "a" / "a.toml"))
+    assert profile.statistics["outlier_p"] == 0.01
+    assert profile.statistics["min_expected"] == 2.0
+    assert profile.statistics["p_high_95"] == 0.02
+    assert profile.source == str(tmp_path / "a" / "a.toml")
+    assert load_profile("strict").select == profile.select  # the shipped root is reached
+
+
+def test_a_profile_that_inherits_from_itself_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "x.toml").write_text('inherits = "y"\n')
+    (tmp_path / "y.toml").write_text('inherits = "x"\n')
+    with pytest.raises(UsageError, match=r"y\.toml: inherits from itself"):
+        load_profile(str(tmp_path / "x.toml"))
