@@ -112,20 +112,10 @@ def pick_census(pupils: pl.DataFrame, window: Window) -> pl.DataFrame:
     if pupils.get_column("census").is_null().all():
         return pupils
     days = {c: census_day(c) for c in pupils.get_column("census").drop_nulls().unique().to_list()}
-    dated = pupils.with_columns(
-        pl.col("census")
-        .replace_strict(days, default=None, return_dtype=pl.Date)
-        .alias("_census_day")
+    day = pl.col("census").replace_strict(days, default=None, return_dtype=pl.Date)
+    keys = ["pupil_id", "urn"]
+    chosen = pl.coalesce(
+        day.filter(day <= window.start).max().over(keys),
+        day.filter(day <= window.end).min().over(keys),
     )
-    dated = dated.with_columns(
-        (pl.col("_census_day") <= window.start).alias("_before"),
-    ).filter(pl.col("_before") | (pl.col("_census_day") <= window.end))
-    # Rank: censuses before the start by latest first; otherwise earliest first.
-    ranked = dated.sort(
-        ["pupil_id", "urn", "_before", "_census_day"], descending=[False, False, True, False]
-    )
-    before = ranked.filter(pl.col("_before")).sort("_census_day", descending=True)
-    chosen = pl.concat([before, ranked.filter(~pl.col("_before"))]).unique(
-        subset=["pupil_id", "urn"], keep="first", maintain_order=True
-    )
-    return chosen.drop("_census_day", "_before").sort("line")
+    return pupils.filter(day == chosen)
