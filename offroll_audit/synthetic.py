@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass, fields
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +30,15 @@ from scipy.special import expit, ndtr
 
 from offroll_audit import codes
 from offroll_audit.problems import UsageError
+from offroll_audit.synthetic_letters import write_letters
+from offroll_audit.window import census_day
 
 # --------------------------------------------------------------------------- the school year
 
 WINDOW_START = date(2024, 9, 2)
 WINDOW_END = date(2025, 7, 18)
-SPRING_CENSUS = date(2025, 1, 16)  # third Thursday of January 2025
+SPRING_CENSUS = census_day("2025-SPR")
+BEFORE_CENSUS = SPRING_CENSUS - timedelta(days=1)
 HOLIDAYS = (
     (date(2024, 10, 28), date(2024, 11, 1)),
     (date(2024, 12, 23), date(2025, 1, 3)),
@@ -46,17 +49,19 @@ HOLIDAYS = (
 )
 # Planted off-rolling happens before the January census, when it matters for league tables.
 PLANT_PERIODS = {
-    "pre_census": (date(2024, 10, 1), date(2025, 1, 15)),
-    "autumn": (date(2024, 9, 16), date(2025, 1, 15)),
+    "pre_census": (date(2024, 10, 1), BEFORE_CENSUS),
+    "autumn": (date(2024, 9, 16), BEFORE_CENSUS),
     "trust": (date(2024, 10, 1), date(2025, 3, 31)),
 }
 OUTPUT_FILES = ("pupils.csv", "exits.csv", "schools.csv", "letters.csv", "truth.json")
+PRIVATE_EXIT_COLUMNS = ("_kind", "_year_group")  # exits_frame's columns not written out
 
 # --------------------------------------------------------------------------- codes as integers
 
 PHASE_NAMES = ("primary", "secondary", "special", "ap")
 PRIMARY, SECONDARY, SPECIAL, AP = range(4)
-YEAR_LABELS = ("R", *(str(y) for y in range(1, 15)))  # index = year number 0..14
+# Reception to Year 14; index = year number (no nursery pupils are drawn).
+YEAR_LABELS = tuple(g for g in codes.YEAR_GROUPS if codes.YEAR_NUMBER[g] >= 0)
 N_YEARS = len(YEAR_LABELS)
 C, M, S = range(3)  # enrolment status: single, dual main, dual subsidiary
 SEMH = codes.SEN_NEED.index("SEMH")
@@ -421,9 +426,12 @@ TRUST_SIZE_WEIGHTS = np.array([0.30, 0.22, 0.15, 0.10, 0.08, 0.06, 0.04, 0.03, 0
 # =========================================================================== data holders
 
 
+URN_BASE = 100_000  # URN of school index 0; with at most 100,000 schools every URN has 6 digits
+
+
 @dataclass
 class Schools:
-    """One entry per school (index = URN - 100000); strings for the few text columns."""
+    """One entry per school (index = URN - URN_BASE); strings for the few text columns."""
 
     la: np.ndarray  # LA index
     la_codes: np.ndarray  # 3-digit code per LA index
@@ -445,12 +453,14 @@ class Schools:
     def count(self) -> int:
         return len(self.phase)
 
-    @property
-    def urn(self) -> np.ndarray:
-        return 100000 + np.arange(self.count)
+    @staticmethod
+    def urn_text(index: int) -> str:
+        return str(URN_BASE + int(index))
 
-    def urn_text(self, index: int) -> str:
-        return str(100000 + int(index))
+    @staticmethod
+    def urn_texts(indices: np.ndarray) -> pl.Series:
+        """`urn_text` of every index, as a column."""
+        return pl.Series(URN_BASE + indices.astype(np.int64)).cast(pl.String)
 
 
 @dataclass
@@ -557,10 +567,10 @@ def generate_dataset(
     letter_truth = None
     if letters:
         exit_frame, letter_truth = write_letter_files(
-            out, exit_frame, pupil_frame, school_frame, world.plan, stream(seed, "letters")
+            out, exit_frame, school_frame, world.plan, stream(seed, "letters")
         )
     pupil_frame.write_csv(out / "pupils.csv")
-    exit_frame.drop("_kind").write_csv(out / "exits.csv")
+    exit_frame.drop(PRIVATE_EXIT_COLUMNS).write_csv(out / "exits.csv")
     school_frame.write_csv(out / "schools.csv")
     truth = build_truth(arguments, world, exit_frame, pupil_frame, letter_truth)
     (out / "truth.json").write_text(json.dumps(truth, indent=1) + "\n", encoding="utf-8")
@@ -854,11 +864,8 @@ def establishment_numbers(la: np.ndarray, phase: np.ndarray) -> np.ndarray:
     """4-digit DfE establishment numbers, unique within an LA (ranges by phase)."""
     base = np.array([2000, 4000, 7000, 1100])[phase]
     order = np.lexsort((np.arange(len(la)), phase, la))
-    key = la[order] * 4 + phase[order]
-    first = np.r_[True, key[1:] != key[:-1]]
-    position = np.arange(len(la)) - np.maximum.accumulate(np.where(first, np.arange(len(la)), 0))
     rank = np.empty(len(la), dtype=np.int64)
-    rank[order] = position
+    rank[order] = position_in_run(changes(la[order] * 4 + phase[order]))
     return base + rank
 
 
@@ -1005,11 +1012,8 @@ def assign_families(
     single = (phase >= SPECIAL) | (rng.random(n) < 0.4)
     chained = np.flatnonzero(~single)
     order = chained[np.lexsort((year[chained], chain_rank[chained], chain_school[chained]))]
-    cs, cr = chain_school[order], chain_rank[order]
-    new_chain = np.r_[True, (cs[1:] != cs[:-1]) | (cr[1:] != cr[:-1])]
-    cut = new_chain | (rng.random(len(order)) < 0.55)
-    index = np.arange(len(order))
-    position = index - np.maximum.accumulate(np.where(cut, index, 0))
+    new_chain = changes(chain_school[order]) | changes(chain_rank[order])
+    position = position_in_run(new_chain | (rng.random(len(order)) < 0.55))
     family = np.empty(n, dtype=np.int64)
     family[order] = np.cumsum(position % 4 == 0) - 1
     n_chained = int((position % 4 == 0).sum())
@@ -1175,9 +1179,7 @@ def add_dual_registrations(roll: Pupils, table: Schools, rng: np.random.Generato
     by_la = np.argsort(table.la[ap_schools], kind="stable")
     slot_school = np.repeat(ap_schools[by_la], seats[by_la])
     slot_start = np.cumsum(wanted) - wanted
-    first = np.r_[True, home_la[1:] != home_la[:-1]]
-    index = np.arange(len(home))
-    position = index - np.maximum.accumulate(np.where(first, index, 0))
+    position = position_in_run(changes(home_la))
     dual = roll.take(home)
     dual.school = slot_school[slot_start[home_la].astype(np.int64) + position].astype(np.int32)
     dual.status[:] = S
@@ -1194,12 +1196,20 @@ def weighted_top_k(
     key = np.log(rng.random(len(group))) / np.maximum(weight, 1e-9)
     order = np.lexsort((-key, group))
     g = group[order]
-    first = np.r_[True, g[1:] != g[:-1]]
-    index = np.arange(len(g))
-    rank = index - np.maximum.accumulate(np.where(first, index, 0))
     chosen = np.zeros(len(group), dtype=bool)
-    chosen[order] = rank < k[g]
+    chosen[order] = position_in_run(changes(g)) < k[g]
     return chosen
+
+
+def changes(sorted_keys: np.ndarray) -> np.ndarray:
+    """True where a key differs from the one before: the starts of runs of equal keys."""
+    return np.r_[True, sorted_keys[1:] != sorted_keys[:-1]][: len(sorted_keys)]
+
+
+def position_in_run(starts: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... along each run of rows; a run begins where `starts` is true (and at row 0)."""
+    index = np.arange(len(starts))
+    return index - np.maximum.accumulate(np.where(starts, index, 0))
 
 
 # =========================================================================== exits
@@ -1358,7 +1368,7 @@ def plant_patterns(
     n_schools = table.count
     at_risk = draws.p_ehe * exposure(roll, draws.n_days)
     expected = np.bincount(roll.school, weights=at_risk, minlength=n_schools)
-    natural = np.bincount(roll.school[dest == DEST["EHE"]], minlength=n_schools)
+    natural = ehe_counts(roll, dest, n_schools)
     free = (dest < 0) & (roll.status == C) & (roll.start == 0)
     vulnerable = (roll.sen > 0) | roll.dis | (roll.social > 0)
     # 1. off-rolling into EHE: vulnerable Y9-11 pupils, until the school has lost `factor` x
@@ -1440,6 +1450,7 @@ def _expected_unexplained(roll: Pupils, draws: ExitDraws, schools: np.ndarray) -
 
 
 def ehe_counts(roll: Pupils, dest: np.ndarray, n_schools: int) -> np.ndarray:
+    """EHE exits per school."""
     return np.bincount(roll.school[dest == DEST["EHE"]], minlength=n_schools)
 
 
@@ -1840,7 +1851,8 @@ def family_ids(family: np.ndarray) -> pl.Series:
 def exits_frame(world: World, ids: pl.Series) -> pl.DataFrame:
     """exits.csv in the contract's column order, sorted by school, date and pupil.
 
-    `_kind` (the planted pattern, 0 none) is kept for truth and dropped before writing.
+    PRIVATE_EXIT_COLUMNS follow, dropped before writing: `_kind` (the planted
+    pattern, 0 none) for truth and `_year_group` for the letters.
     """
     exits, roll, days = world.exits, world.roll, world.days
     rows = exits.row
@@ -1850,11 +1862,11 @@ def exits_frame(world: World, ids: pl.Series) -> pl.DataFrame:
     gap = np.maximum(exits.suspension_gap, 0).astype("timedelta64[D]")
     suspension = np.where(exits.suspension_gap >= 0, exit_date - gap, np.datetime64("NaT"))
     family = family_ids(roll.family[rows].astype(np.int64))
-    destination_urn = pl.Series(100000 + exits.destination_school).cast(pl.String)
+    destination_urn = Schools.urn_texts(exits.destination_school)
     frame = pl.DataFrame(
         {
             "pupil_id": ids.gather(roll.home[rows]),
-            "urn": pl.Series(world.table.urn[roll.school[rows]]).cast(pl.String),
+            "urn": Schools.urn_texts(roll.school[rows]),
             "exit_date": exit_date,
             "destination": enum_column(codes.DESTINATIONS, exits.dest.astype(np.int64)),
             "ground": messy_grounds(enum_column(ground_texts(), exits.ground), exits.ground_style),
@@ -1869,6 +1881,7 @@ def exits_frame(world: World, ids: pl.Series) -> pl.DataFrame:
             "letter_id": pl.Series([None] * len(rows), dtype=pl.String),
             "family_id": keep_where(exits.family_given, family),
             "_kind": exits.plant,
+            "_year_group": enum_column(YEAR_LABELS, roll.year[rows].astype(np.int64)),
         }
     )
     return frame.sort(["urn", "exit_date", "pupil_id"], maintain_order=True)
@@ -1897,14 +1910,19 @@ def keep_where(mask: np.ndarray, values: pl.Series) -> pl.Series:
 
 
 def pupils_frame(world: World, ids: pl.Series) -> pl.DataFrame:
-    """pupils.csv in the contract's column order, grouped by school."""
+    """pupils.csv in the contract's column order, grouped by school.
+
+    URNs all have 6 digits, so ordering by school index is ordering by URN text.
+    """
     rows = world.roll.concat(world.joined)
     left = np.full(len(rows), -1, dtype=np.int64)
     left[world.exits.row] = world.exits.day
+    by_school = np.argsort(rows.school, kind="stable")
+    rows, left = rows.take(by_school), left[by_school]
     return pl.DataFrame(
         {
             "pupil_id": ids.gather(rows.home),
-            "urn": pl.Series(world.table.urn[rows.school]).cast(pl.String),
+            "urn": Schools.urn_texts(rows.school),
             "year_group": enum_column(YEAR_LABELS, rows.year.astype(np.int64)),
             "sen_provision": enum_column(codes.SEN_PROVISION, rows.sen.astype(np.int64)),
             "disadvantaged": rows.dis,
@@ -1920,14 +1938,14 @@ def pupils_frame(world: World, ids: pl.Series) -> pl.DataFrame:
             "on_roll_from": date_column(world.days, np.where(rows.start > 0, rows.start, -1)),
             "on_roll_to": date_column(world.days, left),
         }
-    ).sort("urn", maintain_order=True)
+    )
 
 
 def schools_frame(table: Schools) -> pl.DataFrame:
     """schools.csv: urn, name, la_code, phase, type, trust."""
     return pl.DataFrame(
         {
-            "urn": pl.Series(table.urn).cast(pl.String),
+            "urn": Schools.urn_texts(np.arange(table.count)),
             "name": table.name,
             "la_code": pl.Series(table.la_codes[table.la]).cast(pl.String),
             "phase": enum_column(PHASE_NAMES, table.phase.astype(np.int64)),
@@ -1941,37 +1959,19 @@ def schools_frame(table: Schools) -> pl.DataFrame:
 
 
 def write_letter_files(
-    out: Path,
-    exits: pl.DataFrame,
-    pupils: pl.DataFrame,
-    schools: pl.DataFrame,
-    plan: Plan,
-    rng: np.random.Generator,
+    out: Path, exits: pl.DataFrame, schools: pl.DataFrame, plan: Plan, rng: np.random.Generator
 ) -> tuple[pl.DataFrame, dict]:
-    """Parents' letters for the EHE exits (synthetic_letters), linked back by letter_id."""
-    try:
-        from offroll_audit.synthetic_letters import write_letters
-    except ImportError as missing:
-        raise UsageError(
-            "letters need offroll_audit.synthetic_letters; use letters=False"
-        ) from missing
-    years = pupils.select("pupil_id", "urn", "year_group", "family_id").unique(
-        ["pupil_id", "urn"], keep="first", maintain_order=True
+    """Parents' letters for the EHE exits (synthetic_letters), linked back by letter_id.
+
+    EHE exits always carry their family_id, so the exits frame alone feeds the letters.
+    """
+    ehe = exits.filter(pl.col("destination") == "EHE").select(
+        "pupil_id", "urn", "family_id", "exit_date", year_group="_year_group"
     )
-    ehe = (
-        exits.filter(pl.col("destination") == "EHE")
-        .select("pupil_id", "urn", "exit_date")
-        .join(years, on=["pupil_id", "urn"], how="left", maintain_order="left")
-        .select("pupil_id", "urn", "family_id", "exit_date", pl.col("year_group").cast(pl.String))
-    )
-    urn = lambda indices: [str(100000 + int(i)) for i in indices]  # noqa: E731
+    template_urns = [Schools.urn_text(i) for i in plan.offroll_ehe]
+    trust_urns = [Schools.urn_text(i) for i in plan.trust_pair]
     manifest, exit_letters, truth = write_letters(
-        out,
-        ehe,
-        schools.select("urn", "name", "trust", "phase"),
-        rng,
-        urn(plan.offroll_ehe),
-        urn(plan.trust_pair),
+        out, ehe, schools.select("urn", "name", "trust", "phase"), rng, template_urns, trust_urns
     )
     manifest.write_csv(out / "letters.csv")
     links = exit_letters.select("pupil_id", "urn", pl.col("letter_id").alias("_letter"))
@@ -1981,8 +1981,8 @@ def write_letter_files(
         .drop("_letter")
     )
     return exits, {
-        "template_schools": urn(plan.offroll_ehe),
-        "trust_template_schools": urn(plan.trust_pair),
+        "template_schools": template_urns,
+        "trust_template_schools": trust_urns,
         "letters": truth,
     }
 

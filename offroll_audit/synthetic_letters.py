@@ -33,6 +33,7 @@ import re
 import textwrap
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -1992,26 +1993,35 @@ def _words(paragraphs: Paragraphs) -> int:
     return sum(len(s.split()) for p in paragraphs for s in p)
 
 
+def _nth(day: dt.date) -> str:
+    """The day of the month as an ordinal: "1st", "12th", "22nd"."""
+    n = day.day
+    suffix = "th" if 11 <= n <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _month(day: dt.date) -> str:
+    return MONTHS[day.month - 1]
+
+
+# How UK letter writers write a date; a letter picks one style by index.
+DATE_FORMATS: tuple[Callable[[dt.date], str], ...] = (
+    lambda day: f"{_nth(day)} {_month(day)} {day.year}",
+    lambda day: f"{day.day} {_month(day)} {day.year}",
+    lambda day: f"{day:%d/%m/%Y}",
+    lambda day: f"{day.day}/{day.month}/{day.year}",
+    lambda day: f"{WEEKDAYS[day.weekday()]} {_nth(day)} {_month(day)} {day.year}",
+    lambda day: f"{_nth(day)} {_month(day)[:3]} {day.year}",
+    lambda day: f"{day:%d.%m.%Y}",
+    lambda day: f"{day:%d/%m/%y}",
+)
+DATE_STYLES = len(DATE_FORMATS)
+
+
 def format_date(day: dt.date, style: int) -> str:
     """A date as UK letter writers write it ("5th November 2024", "05/11/2024", ...)."""
-    suffix = (
-        "th" if 11 <= day.day % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day.day % 10, "th")
-    )
-    month = MONTHS[day.month - 1]
-    styles = (
-        f"{day.day}{suffix} {month} {day.year}",
-        f"{day.day} {month} {day.year}",
-        f"{day:%d/%m/%Y}",
-        f"{day.day}/{day.month}/{day.year}",
-        f"{WEEKDAYS[day.weekday()]} {day.day}{suffix} {month} {day.year}",
-        f"{day.day}{suffix} {month[:3]} {day.year}",
-        f"{day:%d.%m.%Y}",
-        f"{day:%d/%m/%y}",
-    )
-    return styles[style % len(styles)]
+    return DATE_FORMATS[style % DATE_STYLES](day)
 
-
-DATE_STYLES = 8
 
 # --------------------------------------------------------------------------- file writers
 
