@@ -14,56 +14,47 @@ import polars as pl
 from offroll_audit.profile import Profile
 
 
-def rule_holds(schools: pl.DataFrame, rule: dict, floors: dict) -> pl.Expr:
-    """Boolean expression over the per-school frame for one rule."""
+def rule_holds(columns: list[str], rule: dict, floors: dict) -> pl.Expr | None:
+    """Boolean expression over the per-school frame for one rule; None when the frame lacks a
+    column the rule reads (e.g. y10_loss without any Year 10 pupils): the rule never holds."""
     if "outcome" in rule:
         outcome = rule["outcome"]
+        needed = [f"{outcome}_observed", f"{outcome}_band", f"{outcome}_cohort"]
         observed = pl.col(f"{outcome}_observed")
         minimum = max(int(rule.get("min_observed", 0)), int(floors.get("min_exits", 0)))
         share = observed / pl.col(f"{outcome}_cohort").cast(pl.Float64)
-        return (
+        holds = (
             pl.col(f"{outcome}_band").is_in(rule.get("bands", ["high_998"]))
             & (observed >= minimum)
             & (share.fill_nan(0.0) >= float(floors.get("min_share", 0.0)))
-        ).fill_null(False)
-    if "letters_min_families" in rule:
-        return (pl.col("template_families") >= int(rule["letters_min_families"])).fill_null(False)
-    if "flag" in rule:
-        return (pl.col(f"flag_{rule['flag']}") >= int(rule.get("min_count", 1))).fill_null(False)
-    raise ValueError(f"rule {rule.get('code')}: needs outcome, letters_min_families or flag")
+        )
+    elif "letters_min_families" in rule:
+        needed = ["template_families"]
+        holds = pl.col("template_families") >= int(rule["letters_min_families"])
+    elif "flag" in rule:
+        needed = [f"flag_{rule['flag']}"]
+        holds = pl.col(needed[0]) >= int(rule.get("min_count", 1))
+    else:
+        raise ValueError(f"rule {rule.get('code')}: needs outcome, letters_min_families or flag")
+    return holds.fill_null(False) if set(needed) <= set(columns) else None
 
 
 def select_schools(schools: pl.DataFrame, profile: Profile) -> pl.DataFrame:
-    """Add `audit` and `audit_reasons` (rule codes, in profile order) to the school frame.
-
-    Outcome columns a rule names but the data lacks (e.g. y10_loss without any
-    Year 10 pupils) simply never hold.
-    """
+    """Add `audit` and `audit_reasons` (rule codes, in profile order) to the school frame."""
     select = profile.select
     floors = {"min_exits": select.get("min_exits", 0), "min_share": select.get("min_share", 0.0)}
     reasons = []
     for rule in select.get("rules", []):
-        needed = _needed_columns(rule)
-        if not all(c in schools.columns for c in needed):
-            continue
-        holds = rule_holds(schools, rule, floors)
-        reasons.append(
-            pl.when(holds).then(pl.lit([rule["code"]])).otherwise(pl.lit([], pl.List(pl.String)))
-        )
+        holds = rule_holds(schools.columns, rule, floors)
+        if holds is not None:
+            reasons.append(
+                pl.when(holds)
+                .then(pl.lit([rule["code"]]))
+                .otherwise(pl.lit([], pl.List(pl.String)))
+            )
     reason_list = pl.concat_list(reasons) if reasons else pl.lit([], pl.List(pl.String))
     frame = schools.with_columns(reason_list.alias("audit_reasons"))
     return frame.with_columns((pl.col("audit_reasons").list.len() > 0).alias("audit"))
-
-
-def _needed_columns(rule: dict) -> list[str]:
-    if "outcome" in rule:
-        o = rule["outcome"]
-        return [f"{o}_observed", f"{o}_band", f"{o}_cohort"]
-    if "letters_min_families" in rule:
-        return ["template_families"]
-    if "flag" in rule:
-        return [f"flag_{rule['flag']}"]
-    return []
 
 
 def rule_text(profile: Profile) -> dict[str, str]:
