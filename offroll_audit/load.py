@@ -145,16 +145,18 @@ def _xlsx_header(path: Path) -> tuple[int, list[object]]:
     return 1, []
 
 
+def _empty_file(name: str, report: Report) -> None:
+    hint = "export the table again with its header row"
+    report.error(name, None, None, "the file is empty", hint)
+
+
 def _read_csv(
     path: Path, encoding: str | None, report: Report, table: str | None
 ) -> RawTable | None:
     with path.open("rb") as handle:
         head = handle.read(SNIFF_BYTES)
     if not head.replace(codecs.BOM_UTF8, b"").strip():
-        report.error(
-            path.name, None, None, "the file is empty", "export the table again with its header row"
-        )
-        return None
+        return _empty_file(path.name, report)
     is_utf16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     if encoding is None and not is_utf16 and b"\x00" in head:
         report.error(path.name, None, None, *_binary_diagnosis(head))
@@ -165,14 +167,7 @@ def _read_csv(
         try:
             return _raw_csv(_polars_csv(path, table))
         except pl.exceptions.NoDataError:
-            report.error(
-                path.name,
-                None,
-                None,
-                "the file is empty",
-                "export the table again with its header row",
-            )
-            return None
+            return _empty_file(path.name, report)
         except pl.exceptions.PolarsError:
             pass  # not UTF-8, or malformed: the careful path below says exactly why
     text = _decode(path, path.read_bytes(), encoding, report)
@@ -183,10 +178,7 @@ def _read_csv(
     try:
         return _raw_csv(_polars_csv(io.BytesIO(text.encode("utf-8")), table))
     except pl.exceptions.NoDataError:
-        report.error(
-            path.name, None, None, "the file is empty", "export the table again with its header row"
-        )
-        return None
+        return _empty_file(path.name, report)
     except pl.exceptions.PolarsError:
         return _read_csv_slowly(path.name, text, report)
 
@@ -325,8 +317,7 @@ def _read_csv_slowly(file: str, text: str, report: Report) -> RawTable | None:
         report.error(file, row, None, message, hint)
         return None
     if not records:
-        report.error(file, None, None, "the file is empty", "export it again with its header row")
-        return None
+        return _empty_file(file, report)
     header, body = records[0], records[1:]
     width = len(header)
     ragged = [i for i, r in enumerate(body, start=2) if len(r) > width and any(r[width:])]
@@ -528,7 +519,6 @@ def tabulated_headers(headers: list[str], table: str) -> list[str]:
 class _Lookup:
     """Each distinct raw cell of a tabulated column, parsed once, by physical id."""
 
-    missing: list[int]  # ids of cells that mean "missing" (`NA`, blanks)
     invalid: list[int]  # ids of cells that are not valid values
     out_of_range: list[int]  # ids of valid values that fail the column's range check
 
@@ -563,7 +553,6 @@ def _parse_tabulated(
     ids = table.get_column("id").to_numpy()
     statuses = table.get_column("status").to_numpy()
     lookup = _Lookup(
-        missing=ids[statuses == _MISSING].tolist(),
         invalid=ids[statuses == _INVALID].tolist(),
         out_of_range=ids[statuses == _OUT_OF_RANGE].tolist(),
     )
@@ -694,21 +683,21 @@ def _report_bad_cells(
         rows = frame.filter(pl.col(raw).to_physical().is_in(ids))
         return rows.select(pl.col(_ROW).alias(LINE), pl.col(raw).cast(pl.String))
 
-    if lookup is not None and lookup.invalid:
-        bad = cells(lookup.invalid)
+    invalid = cells(lookup.invalid) if lookup is not None and lookup.invalid else None
+    if invalid is not None:
         _report_cells(
             report,
             file,
             name,
-            bad,
-            bad.height,
+            invalid,
+            invalid.height,
             lambda v: f"{_shorten(v)!r} is not a valid {name}",
             _hint_for(column),
         )
     if column.required:
         empty = parsed.filter(pl.col(name).is_null())
-        if lookup is not None and lookup.invalid:
-            empty = empty.join(cells(lookup.invalid).select(LINE), on=LINE, how="anti")
+        if invalid is not None:  # already reported as invalid, not as empty
+            empty = empty.join(invalid.select(LINE), on=LINE, how="anti")
         if empty.height:
             _report_cells(
                 report,
