@@ -127,7 +127,7 @@ def audit_and_write(
 ) -> dict[str, Any]:
     """Load, audit, write OUT, print the summary; shared by `audit` and `demo`."""
     from offroll_audit.audit import run_audit, warm_up
-    from offroll_audit.console.render import print_warnings, stdout_console
+    from offroll_audit.console.render import print_notes, print_warnings, stdout_console
     from offroll_audit.load import load_dataset
     from offroll_audit.report import OutputOptions, check_out_folder, read_key, write_outputs
 
@@ -137,9 +137,7 @@ def audit_and_write(
     dataset, report = load_dataset(data, encoding=encoding)
     print_warnings(report, quiet)
     result = run_audit(dataset, options)
-    for warning in result.warnings + (result.letters.warnings if result.letters else []):
-        if not quiet:
-            typer.echo(f"warning: {warning}", err=True)
+    print_notes(result.warnings + (result.letters.warnings if result.letters else []), quiet)
     results = write_outputs(result, dataset, out, OutputOptions(key, suppress, workbooks), report)
     render_summary(results, out, stdout_console(quiet))
     return results

@@ -21,7 +21,7 @@ def command(
     """Find letters written from a school's template among parents' deregistration letters."""
     from rich.table import Table
 
-    from offroll_audit.console.render import print_warnings, stdout_console
+    from offroll_audit.console.render import print_notes, print_warnings, stdout_console
     from offroll_audit.letters import run_letters
     from offroll_audit.load import load_dataset
     from offroll_audit.problems import UsageError
@@ -33,9 +33,7 @@ def command(
         raise UsageError(f"{data}: no letters.csv, so there are no letters to scan")
     print_warnings(report, quiet or json_output)
     result = run_letters(dataset, known_templates=known_templates)
-    if not (quiet or json_output):
-        for warning in result.warnings:
-            typer.echo(f"warning: {warning}", err=True)
+    print_notes(result.warnings, quiet or json_output)
     clusters = write_letter_outputs(result, dataset, out)
     if json_output:
         typer.echo(json.dumps(clusters, indent=1, ensure_ascii=False))

@@ -79,7 +79,7 @@ def command(
     import json
 
     from offroll_audit import model
-    from offroll_audit.console.render import print_warnings, stderr_console, stdout_console
+    from offroll_audit.console.render import print_notes, print_warnings, stdout_console
     from offroll_audit.load import load_dataset
     from offroll_audit.profile import load_profile
     from offroll_audit.window import choose_window
@@ -104,11 +104,7 @@ def command(
         result, other, comparison = model.compare_models(
             frame, formula, compare, family, cluster, mixed
         )
-    if not quiet:
-        errors = stderr_console()
-        for fitted in (result, other):
-            for note in fitted.warnings if fitted else []:
-                errors.print(f"warning: {note}", markup=False)
+    print_notes([note for fitted in (result, other) if fitted for note in fitted.warnings], quiet)
     window_info = window.as_dict()
     if json_output:
         payload = {**result.to_dict(), "window": window_info, "profile": rules.name}

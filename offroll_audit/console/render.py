@@ -10,10 +10,6 @@ from rich.table import Table
 from offroll_audit.problems import Report
 
 
-def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
 def stdout_console(quiet: bool = False) -> Console:
     return Console(highlight=False, quiet=quiet, soft_wrap=False)
 
@@ -34,6 +30,14 @@ def print_warnings(report: Report, quiet: bool = False) -> None:
         return
     for problem in report.warnings:
         print(problem.line(), file=sys.stderr)
+
+
+def print_notes(notes: list[str], quiet: bool = False) -> None:
+    """The run's own warnings (statistics, letters, model fits), to stderr like the load's."""
+    if quiet:
+        return
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
 
 
 def report_table(report: Report) -> Table:
