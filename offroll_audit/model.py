@@ -331,9 +331,7 @@ def split_formula(formula: str) -> tuple[str, str]:
 
 
 def outcome_filter(outcome: str) -> pl.Expr:
-    """Which classified exits count for an outcome."""
-    if outcome == "ehe":
-        return pl.col("destination") == "EHE"
+    """Which classified exits count for an outcome (`ehe` is the destination code EHE)."""
     if outcome == "unexplained":
         return ~pl.col("explained")
     return pl.col("destination").cast(pl.String) == outcome.upper()
@@ -1676,8 +1674,11 @@ def _comparison_rows(comparison: Comparison) -> list[list]:
 
 
 def _inert_csv(value: Any) -> Any:
-    """Spreadsheet programs run cells starting with = + - @ as formulas; quote such text."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    """Spreadsheet programs run cells starting with = + - @ as formulas; quote such text (the
+    starts the workbooks treat as risky)."""
+    from offroll_audit.workbook_style import RISKY_START
+
+    if isinstance(value, str) and value.startswith(RISKY_START):
         return "'" + value
     if isinstance(value, float) and not math.isfinite(value):
         return "" if math.isnan(value) else ("inf" if value > 0 else "-inf")
