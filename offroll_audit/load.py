@@ -326,7 +326,7 @@ def _read_csv_slowly(file: str, text: str, report: Report) -> RawTable | None:
             ERROR,
             file,
             None,
-            ragged[:MAX_ROWS_PER_PROBLEM],
+            ragged,
             len(ragged),
             "this row has more cells than the header",
             "check for an unquoted comma, or quote the cell",
@@ -660,12 +660,8 @@ def _report_cells(
     hint: str,
 ) -> None:
     """One error per bad cell (up to the limit), each quoting its own cell, then a count."""
-    for line, value in rows.head(MAX_ROWS_PER_PROBLEM).iter_rows():
-        report.error(file, line, column, message(value), hint)
-    if total > MAX_ROWS_PER_PROBLEM:
-        report.error(
-            file, None, column, f"{total - MAX_ROWS_PER_PROBLEM:,} more rows with this problem"
-        )
+    cells = rows.head(MAX_ROWS_PER_PROBLEM).iter_rows()
+    report.listed(ERROR, file, column, ((line, message(v)) for line, v in cells), total, hint)
 
 
 def _report_bad_cells(
@@ -926,7 +922,7 @@ def drop_duplicates(
             WARNING,
             file,
             None,
-            exact.get_column(LINE).head(20).to_list(),
+            exact.get_column(LINE).head(MAX_ROWS_PER_PROBLEM).to_list(),
             exact.height,
             "exact duplicate of an earlier row; counted once",
         )
@@ -943,18 +939,17 @@ def drop_duplicates(
             )
             later = later.sort(LINE)
             key_text = " + ".join(keys)
-            for row, first in later.select(LINE, "first").head(20).iter_rows():
-                report.error(
-                    file,
-                    row,
-                    keys[0],
-                    f"same {key_text} as row {first} but different data",
-                    "keep one row per " + key_text,
-                )
-            if later.height > 20:
-                report.error(
-                    file, None, keys[0], f"{later.height - 20:,} more conflicting duplicates"
-                )
+            pairs = later.select(LINE, "first").head(MAX_ROWS_PER_PROBLEM).iter_rows()
+            message = "same {} as row {} but different data"
+            report.listed(
+                ERROR,
+                file,
+                keys[0],
+                ((row, message.format(key_text, first)) for row, first in pairs),
+                later.height,
+                "keep one row per " + key_text,
+                lambda more: f"{more:,} more conflicting duplicates",
+            )
     return frame
 
 
@@ -1023,7 +1018,7 @@ def _cross_checks(tables: dict[str, pl.DataFrame], files: dict[str, str], report
                 ERROR,
                 files["exits"],
                 "pupil_id",
-                orphans.get_column(LINE).head(20).to_list(),
+                orphans.get_column(LINE).head(MAX_ROWS_PER_PROBLEM).to_list(),
                 orphans.height,
                 "this pupil is not on this school's roll in pupils",
                 "add the pupil to pupils for that urn, or correct pupil_id/urn",
@@ -1036,18 +1031,15 @@ def _cross_checks(tables: dict[str, pl.DataFrame], files: dict[str, str], report
                 continue
             urns = tables[table].get_column("urn").unique().drop_nulls()
             unknown = sorted(urns.filter(~urns.is_in(known)).to_list())
-            for urn in unknown[:20]:
-                report.warn(
-                    files[table],
-                    None,
-                    "urn",
-                    f"URN {urn} is not in schools",
-                    "add it to schools for its name, phase and trust",
-                )
-            if len(unknown) > 20:
-                report.warn(
-                    files[table], None, "urn", f"{len(unknown) - 20:,} more URNs not in schools"
-                )
+            report.listed(
+                WARNING,
+                files[table],
+                "urn",
+                ((None, f"URN {urn} is not in schools") for urn in unknown),
+                len(unknown),
+                "add it to schools for its name, phase and trust",
+                lambda more: f"{more:,} more URNs not in schools",
+            )
     letters = tables.get("letters")
     if exits is not None:
         linked = exits.filter(pl.col("letter_id").is_not_null())
@@ -1066,7 +1058,7 @@ def _cross_checks(tables: dict[str, pl.DataFrame], files: dict[str, str], report
                     ERROR,
                     files["exits"],
                     "letter_id",
-                    unknown_letters.get_column(LINE).head(20).to_list(),
+                    unknown_letters.get_column(LINE).head(MAX_ROWS_PER_PROBLEM).to_list(),
                     unknown_letters.height,
                     "this letter_id is not in letters",
                     "add the letter to letters or clear the cell",

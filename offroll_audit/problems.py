@@ -9,7 +9,9 @@ record: at most the offending cell.
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 ERROR = "error"
@@ -73,11 +75,32 @@ class Report:
         hint: str = "",
     ) -> None:
         """Report one problem on many rows: the first rows one line each, then a count."""
-        for row in rows[:MAX_ROWS_PER_PROBLEM]:
+        self.listed(
+            severity,
+            file,
+            column,
+            ((row, message) for row in rows),
+            total,
+            hint,
+            lambda more: f"{message}: {more:,} more rows like this",
+        )
+
+    def listed(
+        self,
+        severity: str,
+        file: str,
+        column: str | None,
+        items: Iterable[tuple[int | None, str]],
+        total: int,
+        hint: str = "",
+        more: Callable[[int], str] = lambda n: f"{n:,} more rows with this problem",
+    ) -> None:
+        """One problem found `total` times: the first MAX_ROWS_PER_PROBLEM of `items` (row,
+        message) one line each, then one line saying how many more."""
+        for row, message in itertools.islice(items, MAX_ROWS_PER_PROBLEM):
             self.add(severity, file, row, column, message, hint)
         if total > MAX_ROWS_PER_PROBLEM:
-            more = total - MAX_ROWS_PER_PROBLEM
-            self.add(severity, file, None, column, f"{message}: {more:,} more rows like this")
+            self.add(severity, file, None, column, more(total - MAX_ROWS_PER_PROBLEM))
 
     @property
     def errors(self) -> list[Problem]:
