@@ -1,4 +1,7 @@
-"""The audit pipeline: load -> classify -> letters -> expected -> test -> select.
+"""The audit pipeline: load -> letters -> classify -> expected -> test -> select.
+
+Letters run first: classify flags TEMPLATED_LETTER on the exits whose letter is in a
+school-template cluster, so flags and RAG are worked out once.
 
 `run_audit` is pure with respect to the file system (it reads letter files
 only through the letters stage); writing outputs is the report stage's job.
@@ -92,13 +95,13 @@ def run_audit(dataset: Dataset, options: AuditOptions) -> AuditResult:
     profile = options.profile
     window = choose_window(dataset.exits, options.term, options.start, options.end)
     pupils = pick_census(dataset.pupils, window)
-    exits = classify_exits(dataset.exits, pupils, dataset.schools, window, profile)
     letters = None
     if options.letters and dataset.has_letters:
-        from offroll_audit.letters import flag_templated_exits, run_letters
+        from offroll_audit.letters import run_letters
 
         letters = run_letters(dataset, known_templates=options.known_templates)
-        exits = flag_templated_exits(exits, letters, profile)
+    templated = letters.school_template_ids() if letters is not None else None
+    exits = classify_exits(dataset.exits, pupils, dataset.schools, window, profile, templated)
     case_mix = list(profile.statistics.get("case_mix", exp.DEFAULT_CASE_MIX))
     roll = exp.roll_cells(pupils, exits, window, outcome_filters(), case_mix)
     warnings: list[str] = []

@@ -8,6 +8,7 @@ pack can print. Everything is vectorised over the exits frame.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -136,8 +137,13 @@ def classify_exits(
     schools: pl.DataFrame,
     window: Window,
     profile: Profile,
+    template_letters: Iterable[str] | None = None,
 ) -> pl.DataFrame:
-    """Every exit with explained, why, flags (list of codes), rag and rag_why."""
+    """Every exit with explained, why, flags (list of codes), rag and rag_why.
+
+    `template_letters`: ids of the letters the letters stage found in a school-template
+    cluster; an exit whose letter_id is one of them is flagged TEMPLATED_LETTER (none
+    when not given)."""
     rules = profile.classification
     context = school_context(pupils, schools, exits.get_column("urn"))
     frame = attach_pupils(exits, pupils).join(context, on="urn", how="left", maintain_order="left")
@@ -150,7 +156,7 @@ def classify_exits(
     )
     frame = frame.with_columns(*_explained(rules))
     frame = frame.with_columns(_replace_codes(frame.get_column("why"), WHY_TEXT, pl.String()))
-    frame = frame.with_columns(_flags(frame, profile).alias("flags"))
+    frame = frame.with_columns(_flags(frame, profile, template_letters).alias("flags"))
     return add_rag(frame, profile)
 
 
@@ -240,7 +246,9 @@ def _mask_lookup(masks: pl.Series, labels: list[str]) -> dict[int, list[str]]:
     }
 
 
-def _flags(frame: pl.DataFrame, profile: Profile) -> pl.Series:
+def _flags(
+    frame: pl.DataFrame, profile: Profile, template_letters: Iterable[str] | None = None
+) -> pl.Series:
     f = profile.flags
     dest = pl.col("destination").cast(pl.String)
     ehe, unexplained = dest == "EHE", ~pl.col("explained")
@@ -269,6 +277,11 @@ def _flags(frame: pl.DataFrame, profile: Profile) -> pl.Series:
     low_attendance = max(f.get("persistent_absence_below", 0.9), f.get("severe_absence_below", 0.5))
     since_suspension = (pl.col("exit_date") - pl.col("last_suspension_date")).dt.total_days()
     days_back = (pl.col("returned_date") - pl.col("exit_date")).dt.total_days()
+    templated = (
+        pl.lit(False)
+        if template_letters is None
+        else pl.col("letter_id").is_in(pl.Series(list(template_letters), dtype=pl.String).implode())
+    )
     conditions = {
         "EHE_VULNERABLE": ehe & vulnerable,
         "SPECIAL_NO_CONSENT": ehe
@@ -288,6 +301,7 @@ def _flags(frame: pl.DataFrame, profile: Profile) -> pl.Series:
         .cast(pl.String)
         .is_in(f.get("pressure_reasons", ["RISK_OF_EXCLUSION", "SCHOOL_PRESSURE"])),
         "CME_UNKNOWN": dest == "CME",
+        "TEMPLATED_LETTER": templated,
     }
     masks = frame.select(_bitmask(list(conditions.values())).alias("flags")).to_series()
     lookup = _mask_lookup(masks, list(conditions))

@@ -262,6 +262,11 @@ class LetterResult:
     clusters: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     per_school: pl.DataFrame | None = None  # filled by run_letters (see letters_per_school)
+    families: pl.DataFrame | None = None  # letter_id -> family key, from detect_templates
+
+    def school_template_ids(self) -> pl.Series:
+        """Ids of the letters in a school-template cluster: their exits get TEMPLATED_LETTER."""
+        return self.letters.filter(pl.col("verdict") == "school_template").get_column("letter_id")
 
 
 LETTER_SCHEMA = {
@@ -311,21 +316,6 @@ def word_shingles(words: Sequence[str], n: int = 3) -> set[str]:
     if len(words) < n:
         return {" ".join(words)} if words else set()
     return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
-
-
-def char_shingles(text: str, n: int = 5) -> set[str]:
-    """Character n-grams of the lower-cased letters only, so 'wordsruntogether' in a PDF's
-    text layer matches 'words run together'."""
-    squashed = _squash(text)
-    if len(squashed) < n:
-        return {squashed} if squashed else set()
-    return {squashed[i : i + n] for i in range(len(squashed) - n + 1)}
-
-
-def jaccard(a: set, b: set) -> float:
-    """|A & B| / |A | B|; 0 for two empty sets."""
-    union = len(a | b)
-    return len(a & b) / union if union else 0.0
 
 
 def _squash(text: str) -> str:
@@ -476,7 +466,8 @@ def _sets_by_row(idx: np.ndarray, hashes: np.ndarray, rows: int) -> tuple[list[n
 
 
 def _char_gram_set(text: str, n: int = 5) -> np.ndarray:
-    """Hashed char n-grams of `char_shingles`, sorted unique."""
+    """Hashed character n-grams of the lower-cased letters only, sorted unique, so
+    'wordsruntogether' in a PDF's text layer matches 'words run together'."""
     codes = np.frombuffer(_squash(text).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     if codes.size < n:
         return np.unique(_mix64(codes[:1] + np.uint64(1)))
@@ -1226,7 +1217,8 @@ def detect_templates(
         members, verdicts, flags, word, char, run_together, known, texts, settings
     )
     frame = _letters_frame(prepared, words, usable, per_letter, settings)
-    return LetterResult(frame, clusters, _warnings(prepared, usable, words, settings))
+    warnings = _warnings(prepared, usable, words, settings)
+    return LetterResult(frame, clusters, warnings, families=prepared.select("letter_id", "family"))
 
 
 def _evidence(
@@ -1453,10 +1445,13 @@ def run_letters(
 
 def letters_per_school(result: LetterResult, manifest: pl.DataFrame) -> pl.DataFrame:
     """Per school: letters received, school-template clusters touching it, its letters in
-    them, and the most families in one such cluster (what the TEMPLATED_LETTERS rule uses)."""
+    them, and the most families in one such cluster (what the TEMPLATED_LETTERS rule uses).
+    Families come from `result.families` (detect_templates' keys), else from `manifest`."""
     received = manifest.group_by("urn").agg(pl.len().cast(pl.Int64).alias("letters"))
     templated = result.letters.filter(pl.col("verdict") == "school_template")
-    family_of = _prepare(manifest).select("letter_id", "family")
+    family_of = result.families
+    if family_of is None:
+        family_of = _prepare(manifest).select("letter_id", "family")
     in_clusters = (
         templated.join(family_of, on="letter_id", how="left")
         .group_by("urn", "cluster_id")
@@ -1474,21 +1469,3 @@ def letters_per_school(result: LetterResult, manifest: pl.DataFrame) -> pl.DataF
         .select([pl.col(name).cast(dtype) for name, dtype in PER_SCHOOL_SCHEMA.items()])
         .sort("urn")
     )
-
-
-def flag_templated_exits(exits: pl.DataFrame, result: LetterResult, profile) -> pl.DataFrame:
-    """Add TEMPLATED_LETTER to exits whose letter sits in a school-template cluster, then
-    re-rate RAG because the flag is one of its risk points."""
-    from offroll_audit.classify import add_rag
-
-    templated = result.letters.filter(pl.col("verdict") == "school_template").get_column(
-        "letter_id"
-    )
-    hit = pl.col("letter_id").is_in(templated.implode()).fill_null(False)
-    flagged = exits.with_columns(
-        pl.when(hit & ~pl.col("flags").list.contains("TEMPLATED_LETTER"))
-        .then(pl.col("flags").list.concat(pl.lit(["TEMPLATED_LETTER"])))
-        .otherwise(pl.col("flags"))
-        .alias("flags")
-    )
-    return add_rag(flagged.drop("rag", "rag_score", "rag_why"), profile)

@@ -122,6 +122,7 @@ def run(
     window: Window = AUTUMN,
     profile: Profile = DEFAULT,
     schools: Sequence[dict[str, Any]] = tuple(SCHOOL_ROWS),
+    template_letters: Sequence[str] | None = None,
 ) -> pl.DataFrame:
     return classify_exits(
         frame("exits", exits),
@@ -129,6 +130,7 @@ def run(
         frame("schools", schools),
         window,
         profile,
+        template_letters,
     )
 
 
@@ -549,7 +551,7 @@ def test_flag_trigger_and_boundary(
 
 
 def test_every_flag_has_a_trigger_and_a_boundary_case() -> None:
-    rules = set(FLAGS) - {"TEMPLATED_LETTER"}  # set by the letters module
+    rules = set(FLAGS) - {"TEMPLATED_LETTER"}  # from the letters stage's template ids (below)
     assert {f for f, *_, expected in FLAG_CASES if expected} == rules
     assert {f for f, *_, expected in FLAG_CASES if not expected} == rules
 
@@ -898,7 +900,7 @@ def test_school_context_describes_every_school_on_the_roll() -> None:
 
 
 def test_add_rag_again_replaces_the_rating() -> None:
-    """The letters stage adds TEMPLATED_LETTER to an exit's flags and rates it again."""
+    """A flag added after classification (here TEMPLATED_LETTER) is rated by add_rag again."""
     out = run(
         [{"pupil_id": "P1", "urn": SECONDARY, "exit_date": MID_TERM, "destination": "EHE"}],
         [pupil("P1", SECONDARY, sen_provision="K")],
@@ -910,6 +912,51 @@ def test_add_rag_again_replaces_the_rating() -> None:
     row = again.row(0, named=True)
     assert (row["rag_score"], row["rag"]) == (2, "amber")
     assert row["rag_why"] == "on SEN support, letter matches a school template"
+
+
+def test_template_letters_flag_their_exits_last_and_are_rated_once() -> None:
+    """An exit whose letter the letters stage put in a school-template cluster gets
+    TEMPLATED_LETTER after its other flags, and its RAG counts it: the same as adding the
+    flag afterwards and rating again. Without template ids no exit has the flag."""
+    exits = [
+        {
+            "pupil_id": "P1",
+            "urn": SECONDARY,
+            "exit_date": MID_TERM,
+            "destination": "EHE",
+            "reason": "SCHOOL_PRESSURE",
+            "letter_id": "L1",
+        },
+        {
+            "pupil_id": "P2",
+            "urn": SECONDARY,
+            "exit_date": MID_TERM,
+            "destination": "EHE",
+            "letter_id": "L2",
+        },
+        {"pupil_id": "P3", "urn": SECONDARY, "exit_date": MID_TERM, "destination": "SCHOOL"},
+    ]
+    pupils = [pupil("P1", SECONDARY, sen_provision="K"), pupil("P2", SECONDARY)]
+    plain = run(exits, pupils)
+    assert not plain.get_column("flags").list.contains("TEMPLATED_LETTER").any()
+    assert_frame_equal(run(exits, pupils, template_letters=[]), plain)
+    flagged = run(exits, pupils, template_letters=["L1", "L9"])
+    assert flagged.columns == plain.columns
+    before, after = plain.get_column("flags").to_list(), flagged.get_column("flags").to_list()
+    assert before[0] and after == [[*before[0], "TEMPLATED_LETTER"], before[1], before[2]]
+    row = flagged.row(0, named=True)
+    assert row["rag_score"] == plain.row(0, named=True)["rag_score"] + 1
+    assert row["rag_why"].endswith("letter matches a school template")
+    hit = pl.col("letter_id") == "L1"
+    rated_again = add_rag(
+        plain.with_columns(
+            pl.when(hit)
+            .then(pl.col("flags").list.concat(pl.lit(["TEMPLATED_LETTER"])))
+            .otherwise(pl.col("flags"))
+        ),
+        DEFAULT,
+    )
+    assert_frame_equal(flagged, rated_again)
 
 
 def test_spring_census_after_an_exit_in_a_year_with_no_later_exits() -> None:

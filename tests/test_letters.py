@@ -17,9 +17,11 @@ from offroll_audit import extract
 from offroll_audit.extract import extract_letter
 from offroll_audit.letters import (
     LetterSettings,
-    char_shingles,
+    _char_gram_set,
+    _jaccard_against,
+    _word_gram_hashes,
+    _word_sets,
     detect_templates,
-    jaccard,
     normalise,
     read_letter_texts,
     word_shingles,
@@ -265,11 +267,16 @@ def test_shingles_and_jaccard() -> None:
     words = ["a", "b", "c", "d"]
     assert word_shingles(words) == {"a b c", "b c d"}
     assert word_shingles(["a"]) == {"a"} and word_shingles([]) == set()
-    assert jaccard({"a b c", "b c d"}, {"b c d"}) == 0.5 and jaccard(set(), set()) == 0.0
+    # the pipeline's hashed 3-grams of "a b c d" ({"a b c", "b c d"}) and "b c d" ({"b c d"})
+    tokens = pl.DataFrame({"idx": [0, 0, 0, 0, 1, 1, 1], "token": [*words, "b", "c", "d"]})
+    idx, grams = _word_gram_hashes(tokens, LetterSettings().seed)
+    abc_bcd, bcd, empty = np.sort(grams[idx == 0]), np.sort(grams[idx == 1]), grams[:0]
+    assert _jaccard_against(abc_bcd, [bcd])[0] == 0.5 and _jaccard_against(empty, [empty])[0] == 0.0
     spaced = "I am writing to inform you that my son will be home educated."
     squashed = "Iamwritingtoinformyouthatmysonwillbehomeeducated."
-    assert char_shingles(spaced) == char_shingles(squashed)
-    assert jaccard(word_shingles(normalise(spaced)), word_shingles(normalise(squashed))) == 0.0
+    assert np.array_equal(_char_gram_set(spaced), _char_gram_set(squashed))
+    word_sets, _, _ = _word_sets(pl.Series([spaced, squashed]), LetterSettings().seed)
+    assert _jaccard_against(word_sets[0], [word_sets[1]])[0] == 0.0
 
 
 def test_january_census_is_third_thursday() -> None:
