@@ -48,6 +48,7 @@ from offroll_audit.workbook_style import (
     fill,
     header,
     is_suppressed,
+    key_index,
     number,
     print_setup,
     put,
@@ -533,7 +534,7 @@ def schools_sheet(
             row = [
                 str(s.get("urn", "")),
                 s.get("name"),
-                yes_no_flag(s.get("audit")),
+                bool(s.get("audit")),  # the table writer shows yes/no (missing: no)
                 count_text(s.get("pupils"), suppress),
                 count_text(ehe.get("observed"), suppress),
                 number(ehe.get("expected")),
@@ -590,10 +591,6 @@ def schools_sheet(
     print_setup(ws, title_rows="2:2")
     ws.page_setup.paperSize = ws.PAPERSIZE_A3
     ws.row_dimensions[2].height = 62
-
-
-def yes_no_flag(value: Any) -> str:
-    return "yes" if value else "no"
 
 
 # ------------------------------------------------------------------------------------ funnel
@@ -697,6 +694,9 @@ def funnel_sheet(
         Column("As expected", 10, FMT_RATIO),
     ]
     count = max(len(points), FUNNEL_GRID)
+    # plain floats: a NumPy scalar would be written as its repr; NaN and inf show empty
+    grid_values = grid.tolist()
+    limit_values = [limits[p].tolist() for p in probs]
 
     def rows() -> Iterator[list[Any]]:
         for i in range(count):
@@ -710,10 +710,10 @@ def funnel_sheet(
                     expected[i],
                     ratios[i],
                     BAND_LABEL.get(band, band),
-                    yes_no_flag(s.get("audit")),
+                    bool(s.get("audit")),
                 ]
             if i < FUNNEL_GRID:
-                row += [float(grid[i])] + [_finite(limits[p][i]) for p in probs] + [1.0]
+                row += [grid_values[i]] + [limit[i] for limit in limit_values] + [1.0]
             yield row
 
     table = book.table(ws, FUNNEL_HEADER_ROW, columns, rows(), count, freeze=None)
@@ -728,10 +728,6 @@ def funnel_sheet(
     else:
         put(ws, 4, 1, "No school had enough expected exits to plot.", font=NOTE_FONT)
     print_setup(ws)
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
 
 
 def funnel_chart(
@@ -801,64 +797,49 @@ def funnel_chart(
 
 # ------------------------------------------------------------------------------------ exits etc.
 
+SCHOOL_NAME = "school_name"  # not an exit field: the name of the exit's school, found by URN
+
 EXIT_COLUMNS = [
-    Column("Pupil id", 16),
-    Column("URN", 9),
-    Column("School", 28),
-    Column("Exit date", 11, FMT_DATE, date=True),
-    Column("In window", 8),
-    Column("Year", 6),
-    Column("Destination", 18),
-    Column("Ground", 9),
-    Column("Explained", 9),
-    Column("Why", 42),
-    Column("Flags", 34),
-    Column("RAG", 7),
-    Column("RAG score", 7, FMT_INT),
-    Column("RAG why", 34),
-    Column("Letter", 9),
-    Column("SEN", 6),
-    Column("Disadvantaged", 9),
-    Column("Social care", 9),
-    Column("Reason given", 20),
+    Column("Pupil id", 16, key="pupil_id"),
+    Column("URN", 9, key="urn"),
+    Column("School", 28, key=SCHOOL_NAME),
+    Column("Exit date", 11, FMT_DATE, date=True, key="exit_date"),
+    Column("In window", 8, key="in_window"),
+    Column("Year", 6, key="year_group"),
+    Column("Destination", 18, key="destination"),
+    Column("Ground", 9, key="ground"),
+    Column("Explained", 9, key="explained"),
+    Column("Why", 42, key="why"),
+    Column("Flags", 34, key="flags"),
+    Column("RAG", 7, key="rag"),
+    Column("RAG score", 7, FMT_INT, key="rag_score"),
+    Column("RAG why", 34, key="rag_why"),
+    Column("Letter", 9, key="letter_id"),
+    Column("SEN", 6, key="sen_provision"),
+    Column("Disadvantaged", 9, key="disadvantaged"),
+    Column("Social care", 9, key="social_care"),
+    Column("Reason given", 20, key="reason"),
 ]
-
-
-EXIT_KEYS = (
-    "pupil_id",
-    "urn",
-    "exit_date",
-    "in_window",
-    "year_group",
-    "destination",
-    "ground",
-    "explained",
-    "why",
-    "flags",
-    "rag",
-    "rag_score",
-    "rag_why",
-    "letter_id",
-    "sen_provision",
-    "disadvantaged",
-    "social_care",
-    "reason",
-)
+EXIT_KEYS = tuple(c.key for c in EXIT_COLUMNS if c.key != SCHOOL_NAME)
 _exit_values = itemgetter(*EXIT_KEYS)
+_FLAGS_AT = EXIT_KEYS.index("flags")
+_SCHOOL_AT = key_index(EXIT_COLUMNS, SCHOOL_NAME)
 
 
-def exit_row(e: dict[str, Any], school_name: str | None) -> tuple[Any, ...]:
-    """One exit as a row of the Exits sheet (and, without URN and school, of a pack's Pupils).
+def exit_row(e: dict[str, Any], school_name: str | None) -> list[Any]:
+    """One exit as a row of the Exits sheet (EXIT_COLUMNS); a pack's Pupils picks its columns.
 
     Yes/no values stay booleans: the table writer shows them as yes/no.
     """
     try:
-        v = _exit_values(e)
+        values = list(_exit_values(e))
     except KeyError:  # an older or partial results document
-        v = tuple(e.get(key) for key in EXIT_KEYS)
-    flags = v[9]
-    flags = "; ".join(map(str, flags)) if isinstance(flags, list) else flags
-    return (v[0], v[1], school_name, *v[2:9], flags, *v[10:])
+        values = [e.get(key) for key in EXIT_KEYS]
+    flags = values[_FLAGS_AT]
+    if isinstance(flags, list):
+        values[_FLAGS_AT] = "; ".join(map(str, flags))
+    values.insert(_SCHOOL_AT, school_name)
+    return values
 
 
 PUPIL_DATA_NOTE = (
@@ -893,7 +874,7 @@ def exits_sheet(book: Book, results: dict[str, Any]) -> None:
             "are only in exits.csv and results.json."
         )
     put(ws, 1, 1, note, font=NOTE_FONT, fill_colour=NOTE_COLOUR)
-    rag_formats(ws, table.column_range(11))
+    rag_formats(ws, table.key_range("rag"))
     print_setup(ws, title_rows="2:2")
 
 

@@ -27,6 +27,7 @@ from offroll_audit.workbook_overview import (
     OUTCOME_SHORT,
     PUPIL_DATA_NOTE,
     QUESTION_NOT_PROOF,
+    SCHOOL_NAME,
     SUPPRESSED_DERIVED,
     VERDICT_LABEL,
     VERDICT_TEXT,
@@ -78,7 +79,9 @@ GROUPINGS = {
     "key_stage": ("Key stage", {}),
 }
 RAG_ORDER = {"red": 0, "amber": 1, "green": 2}
-PUPIL_COLUMNS = [c for i, c in enumerate(EXIT_COLUMNS) if i not in (1, 2)]
+# a pack is one school's: its Pupils sheet is the Exits sheet without URN and school name
+_PUPIL_AT = [i for i, c in enumerate(EXIT_COLUMNS) if c.key not in ("urn", SCHOOL_NAME)]
+PUPIL_COLUMNS = [EXIT_COLUMNS[i] for i in _PUPIL_AT]
 SHARED_FONT = InlineFont(rFont=FACE, sz=11, b=True, color=SHARED_COLOUR)
 PLAIN_FONT = InlineFont(rFont=FACE, sz=11, color="404040")
 LEGEND_FONT = InlineFont(rFont=FACE, sz=11, i=True, color="595959")
@@ -364,7 +367,7 @@ def pupils_sheet(book: Book, exits: list[dict[str, Any]]) -> None:
     def rows() -> Iterator[list[Any]]:
         for e in ordered:
             row = exit_row(e, None)
-            yield row[:1] + row[3:]
+            yield [row[i] for i in _PUPIL_AT]
 
     put(
         ws,
@@ -375,7 +378,7 @@ def pupils_sheet(book: Book, exits: list[dict[str, Any]]) -> None:
         fill_colour=NOTE_COLOUR,
     )
     table = book.table(ws, 2, PUPIL_COLUMNS, rows(), len(ordered), freeze="B")
-    rag_formats(ws, table.column_range(9))
+    rag_formats(ws, table.key_range("rag"))
     print_setup(ws, title_rows="2:2")
 
 
@@ -471,12 +474,9 @@ def _cluster_block(
         lines.append(("Matches public sample", str(cluster["known_template"])))
     for signal in cluster.get("signals") or []:
         lines.append((signal_label(str(signal.get("code", ""))), signal.get("detail", "")))
-    for label, text in lines:
-        put(ws, row, 1, label, font=BOLD, alignment=WRAP_TOP)
-        put(ws, row, 2, text, alignment=WRAP_TOP)
-        ws.merge_cells(start_row=row, start_column=2, end_row=row, end_column=span)
-        ws.row_dimensions[row].height = text_height(str(text), EXCERPT_WIDTH * wide)
-        row += 1
+    row = write_lines(
+        ws, row, lines, width=EXCERPT_WIDTH * wide, merge_to=span, value_alignment=WRAP_TOP
+    )
     excerpts = (cluster.get("excerpts") or [])[:wide]
     if excerpts:
         row += 1
@@ -505,12 +505,14 @@ def _cluster_block(
         if context.letter_school.get(str(letter)) == urn
     ]
     if letters_here:
-        text = ", ".join(map(str, letters_here))
-        put(ws, row, 1, "This school's letters", font=BOLD, alignment=WRAP_TOP)
-        put(ws, row, 2, text, alignment=WRAP_TOP)
-        ws.merge_cells(start_row=row, start_column=2, end_row=row, end_column=span)
-        ws.row_dimensions[row].height = text_height(text, EXCERPT_WIDTH * wide)
-        row += 1
+        row = write_lines(
+            ws,
+            row,
+            [("This school's letters", ", ".join(map(str, letters_here)))],
+            width=EXCERPT_WIDTH * wide,
+            merge_to=span,
+            value_alignment=WRAP_TOP,
+        )
     return row + 2
 
 

@@ -268,6 +268,7 @@ def write_lines(
     width: float = 100,
     label_font: Font = BOLD,
     merge_to: int = 2,
+    value_alignment: Alignment = LEFT_TOP,
 ) -> int:
     """Label/value pairs in column A and B (B merged up to column `merge_to`), wrapped.
 
@@ -276,12 +277,12 @@ def write_lines(
     """
     for label, value in lines:
         put(ws, row, 1, label, font=label_font, alignment=WRAP_TOP)
-        put(ws, row, 2, value, alignment=LEFT_TOP)
+        put(ws, row, 2, value, alignment=value_alignment)
         if merge_to > 2:
             ws.merge_cells(start_row=row, start_column=2, end_row=row, end_column=merge_to)
         height = max(
             text_height(str(label), ws.column_dimensions["A"].width or 13),
-            text_height(value, width) if isinstance(value, str) else 15.0,
+            text_height("" if value is None else str(value), width),  # as put writes it
         )
         ws.row_dimensions[row].height = height
         row += 1
@@ -293,13 +294,26 @@ def write_lines(
 
 @dataclass(frozen=True)
 class Column:
-    """One column of a Table: header, width and how its values look."""
+    """One column of a Table: header, width and how its values look.
+
+    `key` names the results.json field the column shows, where a table is built from
+    records (the exits): positions are then found by key, never by counting columns.
+    """
 
     header: str
     width: float = 12
     number_format: str | None = None  # numbers and dates; None for text
     wrap: bool = False
     date: bool = False  # ISO date text written as an Excel date
+    key: str | None = None
+
+
+def key_index(columns: Sequence[Column], key: str) -> int:
+    """The 0-based position of the column showing field `key` (ValueError if none does)."""
+    for index, column in enumerate(columns):
+        if column.key == key:
+            return index
+    raise ValueError(f"no column shows {key!r}")
 
 
 @dataclass
@@ -329,6 +343,10 @@ class Table:
         """A1 range of data column `index` (0-based), for conditional formats."""
         letter = get_column_letter(index + 1)
         return f"{letter}{self.first_row}:{letter}{self.last_row}"
+
+    def key_range(self, key: str) -> str:
+        """A1 range of the data column showing field `key`, for conditional formats."""
+        return self.column_range(key_index(self.columns, key))
 
 
 @dataclass

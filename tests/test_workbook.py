@@ -24,8 +24,16 @@ import pytest
 from openpyxl import load_workbook
 from openpyxl.utils import column_index_from_string
 
+from offroll_audit.results import EXIT_FIELDS
 from offroll_audit.workbook import pack_name, write_workbooks
-from offroll_audit.workbook_overview import FUNNEL_GRID, FUNNEL_HEADER_ROW
+from offroll_audit.workbook_overview import (
+    EXIT_COLUMNS,
+    EXIT_KEYS,
+    FUNNEL_GRID,
+    FUNNEL_HEADER_ROW,
+    SCHOOL_NAME,
+)
+from offroll_audit.workbook_pack import PUPIL_COLUMNS
 from offroll_audit.workbook_style import clean_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,6 +198,34 @@ def test_overview_sheets_and_headers(written: Path, results: dict[str, Any]) -> 
     alpha = results["overdispersion"]["ehe"]["alpha"]
     assert any(f"{alpha:.3f}" in str(text) for text in method)
     assert any(results["baseline"]["source"] in str(text) for text in method)
+
+
+def test_exit_columns_show_every_exit_field_once() -> None:
+    """The Exits sheet shows each field of results.json's exits once, plus the school's name;
+    a pack's Pupils sheet leaves out URN and school name."""
+    assert set(EXIT_KEYS) == set(EXIT_FIELDS)
+    assert len(EXIT_KEYS) == len(set(EXIT_KEYS))
+    assert [c.key for c in EXIT_COLUMNS] == [*EXIT_KEYS[:2], SCHOOL_NAME, *EXIT_KEYS[2:]]
+    assert [c.key for c in PUPIL_COLUMNS] == [k for k in EXIT_KEYS if k != "urn"]
+
+
+def test_rag_colours_sit_on_the_rag_column(written: Path, results: dict[str, Any]) -> None:
+    """The red/amber/green conditional formats of Exits and Pupils cover the RAG column."""
+    selected = {s["urn"] for s in results["schools"] if s["audit"]}
+    urn = next(e["urn"] for e in results["exits"] if e["rag"] and e["urn"] in selected)
+    sheets = [
+        load_workbook(written / "overview.xlsx")["Exits"],
+        load_workbook(written / "packs" / f"{urn}.xlsx")["Pupils"],
+    ]
+    for ws in sheets:
+        headers = header_row(ws, 2)
+        ranges = {str(rule_range.sqref) for rule_range in ws.conditional_formatting}
+        assert len(ranges) == 1, ws.title
+        (cells_range,) = ranges
+        letter = re.match(r"[A-Z]+", cells_range).group()
+        assert headers[column_index_from_string(letter) - 1] == "RAG", ws.title
+        rags = {ws[f"{letter}{r}"].value for r in range(3, ws.max_row + 1)}
+        assert rags <= {"red", "amber", "green", None} and rags - {None}, ws.title
 
 
 def test_one_pack_per_selected_school(written: Path, results: dict[str, Any]) -> None:
