@@ -98,7 +98,9 @@ def school_flags(row: dict[str, Any], result: AuditResult) -> list[dict[str, str
         band = row.get(f"{outcome}_band")
         if band in ("high_998", "high_95"):
             code = f"{outcome.upper()}_{'HIGH' if band == 'high_998' else 'HIGH_95'}"
-            flags.append({"code": code, "detail": plain_band(row, outcome)})
+            observed, expected = row.get(f"{outcome}_observed"), row.get(f"{outcome}_expected")
+            detail = plain_band(outcome, observed, expected, row.get(f"{outcome}_p"))
+            flags.append({"code": code, "detail": detail})
     for code in FLAGS:
         count = row.get(f"flag_{code}") or 0
         if count:
@@ -106,10 +108,9 @@ def school_flags(row: dict[str, Any], result: AuditResult) -> list[dict[str, str
     return flags
 
 
-def plain_band(row: dict[str, Any], outcome: str) -> str:
-    """One sentence a head teacher can read, e.g. for the pack's cover."""
-    observed, expected = row.get(f"{outcome}_observed"), row.get(f"{outcome}_expected")
-    p = row.get(f"{outcome}_p")
+def plain_band(outcome: str, observed: Any, expected: float | None, p: float | None) -> str:
+    """One sentence a head teacher can read, e.g. for the pack's cover (`observed` may be a
+    suppressed count such as "<5")."""
     if observed is None or expected is None:
         return ""
     label = OUTCOME_LABEL[outcome]

@@ -154,13 +154,9 @@ def outcome_sentence(school: dict[str, Any], outcome: str, suppress: int) -> str
     observed, expected = block.get("observed"), block.get("expected")
     if observed is None or expected is None:
         return ""
-    row = {
-        f"{outcome}_observed": count_text(observed, suppress),
-        f"{outcome}_expected": float(expected),
-        # with the count hidden, its chance would give it away (E and p fix O)
-        f"{outcome}_p": None if is_suppressed(observed, suppress) else block.get("p"),
-    }
-    text = plain_band(row, outcome)
+    # with the count hidden, its chance would give it away (E and p fix O)
+    p = None if is_suppressed(observed, suppress) else block.get("p")
+    text = plain_band(outcome, count_text(observed, suppress), float(expected), p)
     band = block.get("band")
     if band == "too_few":
         text += "; too few expected to judge"
