@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/bench_audit.py [--data DIR] [--schools 21000] [--pupils 9000000]
 
-Generates the dataset once (cached under /tmp, no letters), then in fresh
+Uses the benchmarks' shared national dataset (national.py, no letters), then in fresh
 processes (so peak RSS is the run's own):
   1. the statistics after loading: run_audit without letters (window + census, classify,
      case-mix cells, expected counts and tests for every outcome with the robust refit,
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CACHE = Path("/tmp/offroll-bench-audit")
+from national import national_dataset
 
 
 def stages(data: Path) -> None:
@@ -118,12 +118,7 @@ def main() -> None:
     if args.stages_only:
         stages(args.stages_only)
         return
-    data = args.data or CACHE / f"s{args.schools}-p{args.pupils}"
-    if not (data / "pupils.csv").exists():
-        from offroll_audit.synthetic import generate_dataset
-
-        print(f"generating {args.pupils:,} pupils at {args.schools:,} schools in {data} ...")
-        generate_dataset(data, schools=args.schools, pupils=args.pupils, letters=False)
+    data = args.data or national_dataset(args.schools, args.pupils)
     run = subprocess.run(
         [sys.executable, __file__, "--stages-only", str(data)],
         check=True,

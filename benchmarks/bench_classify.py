@@ -168,15 +168,12 @@ def synthetic_frames(cache: Path, seed: int) -> tuple[pl.DataFrame, pl.DataFrame
     """The generator's national dataset (9M pupils, ~670k exits), loaded once and cached."""
     files = {t: cache / f"{t}.parquet" for t in ("pupils", "exits", "schools")}
     if not all(f.exists() for f in files.values()):
+        from national import national_dataset
+
         from offroll_audit.load import load_dataset
-        from offroll_audit.synthetic import generate_dataset
         from offroll_audit.window import choose_window, pick_census
 
-        data = cache / "data"
-        if not (data / "exits.csv").exists():
-            print("generating the national synthetic dataset (a few minutes, once) ...")
-            generate_dataset(data, seed=seed, schools=21_000, pupils=9_000_000, letters=False)
-        dataset, _ = load_dataset(data)
+        dataset, _ = load_dataset(national_dataset(seed=seed))
         window = choose_window(dataset.exits, None, None, None)
         pick_census(dataset.pupils, window).write_parquet(files["pupils"])
         dataset.exits.write_parquet(files["exits"])

@@ -1,10 +1,9 @@
 """Benchmark the loader at national scale: `load_dataset` on 9 million pupils.
 
-Usage: python benchmarks/bench_load.py [--cache /tmp/offroll-bench-load] [--pupils 9000000]
-                                       [--schools 21000] [--runs 1]
+Usage: python benchmarks/bench_load.py [--pupils 9000000] [--schools 21000] [--runs 1]
 
-The dataset (pupils.csv, exits.csv, schools.csv; no letters) is written once by
-the synthetic generator and cached; each timed run then loads it in a fresh
+The dataset (pupils.csv, exits.csv, schools.csv; no letters) is the benchmarks'
+shared national dataset (national.py); each timed run then loads it in a fresh
 process so the peak RSS reported is the loader's own. Targets on a 2-core
 machine: under 15 s and under 6 GB.
 """
@@ -20,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from national import national_dataset
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 TARGET_SECONDS = 15.0
@@ -28,31 +29,12 @@ TARGET_GB = 6.0
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/offroll-bench-load"))
     parser.add_argument("--schools", type=int, default=21_000)
     parser.add_argument("--pupils", type=int, default=9_000_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs", type=int, default=1, help="timed loads (each in a new process)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
-
-
-def dataset_folder(args: argparse.Namespace) -> Path:
-    """The cached dataset for these arguments, generated on first use."""
-    folder = args.cache / f"s{args.schools}-p{args.pupils}-seed{args.seed}"
-    data = folder / "data"
-    done = folder / "done"
-    if not done.exists():
-        from offroll_audit.synthetic import generate_dataset
-
-        print(f"generating {args.pupils:,} pupils at {args.schools:,} schools in {data} ...")
-        started = time.perf_counter()
-        generate_dataset(
-            data, seed=args.seed, schools=args.schools, pupils=args.pupils, letters=False
-        )
-        print(f"generated in {time.perf_counter() - started:.0f} s")
-        done.write_text("ok\n")
-    return data
 
 
 def child(data: Path) -> int:
@@ -81,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     if args.child:
         return child(args.child)
-    data = dataset_folder(args)
+    data = national_dataset(args.schools, args.pupils, args.seed)
     sizes = {p.name: p.stat().st_size / 1024**2 for p in sorted(data.iterdir()) if p.is_file()}
     print("input: " + ", ".join(f"{name} {mb:,.0f} MB" for name, mb in sizes.items()))
     print(

@@ -1,9 +1,9 @@
 """Time the Excel outputs at national scale: overview.xlsx plus 300 audit packs.
 
 A script, not a test: `python benchmarks/bench_workbooks.py [--results results.json]`.
-Without --results it builds a national run once and keeps it in --cache:
-`offroll-audit fixtures` (21,000 schools, 9 million pupils, no letters) then
-`offroll-audit audit --no-workbooks`, about 700,000 exits. The national data
+Without --results it audits the benchmarks' shared national dataset (national.py:
+21,000 schools, 9 million pupils, no letters) once with `offroll-audit audit
+--no-workbooks` and keeps the output in --cache: about 700,000 exits. The national data
 has no letters, so each of the packs gets --clusters synthetic letter
 clusters (three long excerpts each) to measure full-size Letters sheets.
 
@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from national import national_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
@@ -60,25 +62,9 @@ def national_results(cache: Path) -> Path:
     if results.exists():
         return results
     cache.mkdir(parents=True, exist_ok=True)
-    data = cache / "data"
-    shutil.rmtree(data, ignore_errors=True)
+    data = national_dataset()
     run = [sys.executable, "-m", "offroll_audit"]
-    print(f"building a national run in {cache} (a few minutes, once)", flush=True)
-    subprocess.run(
-        [
-            *run,
-            "fixtures",
-            str(data),
-            "--schools",
-            "21000",
-            "--pupils",
-            "9000000",
-            "--no-letters",
-            "--seed",
-            "1",
-        ],
-        check=True,
-    )
+    print(f"auditing the national dataset into {cache} (once)", flush=True)
     subprocess.run(
         [*run, "audit", str(data), "--out", str(cache / "out"), "--no-workbooks", "--quiet"],
         check=True,
