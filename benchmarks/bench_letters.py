@@ -58,7 +58,7 @@ def synthetic_la(
 def generate(cache: Path, letters: int, schools: int, seed: int) -> None:
     """Write the letters with the synthetic generator, extract them, cache texts as parquet."""
     from offroll_audit.letters import read_letter_texts
-    from offroll_audit.synthetic_letters import write_letters
+    from offroll_audit.synthetic.letters import write_letters
 
     rng = np.random.default_rng(seed)
     school_frame, exits = synthetic_la(rng, schools, round(letters / LETTERS_PER_EXIT))

@@ -28,7 +28,7 @@ from national import national_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-import offroll_audit.workbook as workbook
+import offroll_audit.workbooks as workbook
 
 BUDGET_SECONDS = 60.0
 PACK_LIMIT_BYTES = 2_000_000

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from offroll_audit import expected as exp
-from offroll_audit import test as stats
+from offroll_audit import significance as stats
 from offroll_audit.classify import FLAGS, classify_exits, flag_counts
 from offroll_audit.profile import Profile
 from offroll_audit.schema import Dataset

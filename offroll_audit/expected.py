@@ -410,7 +410,7 @@ def leave_one_out_rates(
     schools at once (a few hundred patterns, so this is matrix algebra, not a loop over pupils).
     Returns (urn, pattern, rate) and (urn, expected_variance): the sampling variance of the
     school's expected count under those rates. Fitted without the school, E no longer leans
-    towards its count, so its own uncertainty must enter the test (see test.test_schools).
+    towards its count, so its own uncertainty must enter the test (see significance.test_schools).
     """
     empty = pl.DataFrame(schema={"urn": pl.String, "pattern": pl.UInt64, "rate": pl.Float64})
     no_variance = pl.DataFrame(schema={"urn": pl.String, "expected_variance": pl.Float64})

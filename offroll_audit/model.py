@@ -1676,7 +1676,7 @@ def _comparison_rows(comparison: Comparison) -> list[list]:
 def _inert_csv(value: Any) -> Any:
     """Spreadsheet programs run cells starting with = + - @ as formulas; quote such text (the
     starts the workbooks treat as risky)."""
-    from offroll_audit.workbook_style import RISKY_START
+    from offroll_audit.workbooks.style import RISKY_START
 
     if isinstance(value, str) and value.startswith(RISKY_START):
         return "'" + value

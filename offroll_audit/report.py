@@ -231,7 +231,7 @@ def write_outputs(
         if result.letters is not None:
             letters_csv_frame(result).write_csv(staging / "letters.csv")
         if options.workbooks:
-            from offroll_audit.workbook import write_workbooks
+            from offroll_audit.workbooks import write_workbooks
 
             write_workbooks(with_exit_dicts(results), staging, suppress=options.suppress)
         write_json(staging / MANIFEST, manifest)

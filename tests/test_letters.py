@@ -26,7 +26,7 @@ from offroll_audit.letters import (
     read_letter_texts,
     word_shingles,
 )
-from offroll_audit.synthetic_letters import assemble_pdf
+from offroll_audit.synthetic.letters import assemble_pdf
 from offroll_audit.window import census_day
 
 # --------------------------------------------------------------------------- file builders
@@ -542,7 +542,7 @@ def _synthetic_la(rng: np.random.Generator, schools: int = 40, per_school: int =
 
 
 def test_accuracy_on_synthetic_letters(tmp_path: Path) -> None:
-    from offroll_audit import synthetic_letters as synthetic
+    from offroll_audit.synthetic import letters as synthetic
 
     kinds, verdicts, clusters = [], [], []
     for seed in (11, 12):

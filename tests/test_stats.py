@@ -1,4 +1,4 @@
-"""The test stage's statistics (offroll_audit/test.py) against methodology.md sections 2-4.
+"""The significance stage (offroll_audit/significance.py) against methodology.md sections 2-4.
 
 Reference numbers come from methodology section 3 (FunnelPlotR's and
 PHStatsMethods' own test suites, and the exact Poisson formulas); the rest are
@@ -18,7 +18,7 @@ from scipy import optimize
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from offroll_audit import test as stats
+from offroll_audit import significance as stats
 
 
 def assert_sig_figs(actual, reference, figures: int = 6) -> None:

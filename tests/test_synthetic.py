@@ -16,7 +16,7 @@ import statsmodels.api as sm
 
 from offroll_audit import codes
 from offroll_audit.problems import UsageError
-from offroll_audit.synthetic import (
+from offroll_audit.synthetic.dataset import (
     HOLIDAYS,
     WINDOW_END,
     WINDOW_START,

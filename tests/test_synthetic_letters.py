@@ -16,7 +16,7 @@ import polars as pl
 import pypdf
 import pytest
 
-from offroll_audit.synthetic_letters import (
+from offroll_audit.synthetic.letters import (
     LETTER_KINDS,
     NO_TEXT_KIND,
     write_letter_file,

@@ -25,16 +25,16 @@ from openpyxl import load_workbook
 from openpyxl.utils import column_index_from_string
 
 from offroll_audit.results import EXIT_FIELDS
-from offroll_audit.workbook import pack_name, write_workbooks
-from offroll_audit.workbook_overview import (
+from offroll_audit.workbooks import pack_name, write_workbooks
+from offroll_audit.workbooks.overview import (
     EXIT_COLUMNS,
     EXIT_KEYS,
     FUNNEL_GRID,
     FUNNEL_HEADER_ROW,
     SCHOOL_NAME,
 )
-from offroll_audit.workbook_pack import PUPIL_COLUMNS
-from offroll_audit.workbook_style import clean_text
+from offroll_audit.workbooks.pack import PUPIL_COLUMNS
+from offroll_audit.workbooks.style import clean_text
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "fixtures" / "example-la"
@@ -501,7 +501,7 @@ def test_rows_beyond_excels_limit_are_cut_with_a_note(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Excel holds 1,048,576 rows; more exits than that are cut, and the sheet says so."""
-    import offroll_audit.workbook_style as style
+    import offroll_audit.workbooks.style as style
 
     monkeypatch.setattr(style, "EXCEL_ROWS", 12)
     exits = [

@@ -1,8 +1,8 @@
 """The Excel outputs: OUT/overview.xlsx and OUT/packs/URN.xlsx for each school selected for audit.
 
 Both are views of results.json (so they can never disagree with it), written
-with openpyxl. See workbook_overview.py and workbook_pack.py for the sheets,
-and workbook_style.py for why every cell from input is inert text and why
+with openpyxl. See overview.py and pack.py for the sheets,
+and style.py for why every cell from input is inert text and why
 the same results always give byte-identical files.
 """
 
@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from offroll_audit.workbook_overview import document_time, write_overview
-from offroll_audit.workbook_pack import PackContext, write_pack
+from offroll_audit.workbooks.overview import document_time, write_overview
+from offroll_audit.workbooks.pack import PackContext, write_pack
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
 

@@ -1,6 +1,7 @@
-"""The test stage: is a school's count of exits unusually high? (methodology.md sections 2-4).
+"""The significance test stage: is a school's count of exits unusually high? (methodology.md
+sections 2-4).
 
-Pipeline: load -> expected -> **test** -> classify -> letters -> select -> report.
+Pipeline: load -> expected -> **test** (this module) -> classify -> letters -> select -> report.
 
 Counts are small (a primary school may expect 0.3 exits a term), so every
 judgement uses an exact count distribution: Poisson, or negative binomial

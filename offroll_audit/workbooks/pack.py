@@ -21,7 +21,7 @@ from openpyxl.chart import BarChart, Reference
 from openpyxl.worksheet.worksheet import Worksheet
 
 from offroll_audit.classify import FLAG_TEXT
-from offroll_audit.workbook_overview import (
+from offroll_audit.workbooks.overview import (
     EXIT_COLUMNS,
     OUTCOME_NAME,
     OUTCOME_SHORT,
@@ -37,7 +37,7 @@ from offroll_audit.workbook_overview import (
     rag_formats,
     window_text,
 )
-from offroll_audit.workbook_style import (
+from offroll_audit.workbooks.style import (
     BOLD,
     BOX,
     DARK,

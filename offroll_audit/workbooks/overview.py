@@ -24,8 +24,8 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from offroll_audit.classify import FLAG_TEXT
 from offroll_audit.results import plain_band
-from offroll_audit.test import funnel_limits
-from offroll_audit.workbook_style import (
+from offroll_audit.significance import funnel_limits
+from offroll_audit.workbooks.style import (
     AMBER_FILL,
     BLUE_FILL,
     BOLD,
