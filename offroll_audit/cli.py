@@ -13,7 +13,7 @@ import sys
 import typer
 
 from offroll_audit import __version__
-from offroll_audit.console import audit, demo, fixtures, letters, model, validate
+from offroll_audit.console import audit, demo, fixtures, letters, model, profiles, validate
 
 app = typer.Typer(
     name="offroll-audit",
@@ -40,11 +40,13 @@ def _options(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),
     debug: bool = typer.Option(
-        False, "--debug", help="Show the full traceback of an internal error."
+        False,
+        "--debug",
+        help="Show the full traceback of an internal error (also accepted after the command).",
     ),
 ) -> None:
     """Find schools whose exits to home education their intake does not explain."""
-    STATE["debug"] = debug
+    STATE["debug"] = STATE["debug"] or debug  # run_guarded takes --debug from anywhere
 
 
 app.command("demo")(demo.command)
@@ -53,6 +55,7 @@ app.command("audit")(audit.command)
 app.command("letters")(letters.command)
 app.command("model")(model.command)
 app.command("fixtures")(fixtures.command)
+app.command("profiles")(profiles.command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from offroll_audit import shipped
 from offroll_audit.problems import UsageError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-THRESHOLDS = PROJECT_ROOT / "thresholds"
+THRESHOLDS = shipped.thresholds_folder()  # the shipped profiles (package data)
 
 
 @dataclass(frozen=True)
@@ -94,3 +94,45 @@ def load_profile(name_or_file: str = "default") -> Profile:
         settings = merge(_read(parent_path), settings)
         path = parent_path
     return Profile(name=settings.get("name", first.stem), source=str(first), settings=settings)
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """A profile or baseline that ships with the tool."""
+
+    kind: str  # profile | baseline
+    name: str
+    description: str
+    path: Path
+
+
+def shipped_files() -> list[Shipped]:
+    """Every shipped profile and baseline, with the description its file gives."""
+    found = []
+    for kind, folder, key in (
+        ("profile", THRESHOLDS, "description"),
+        ("baseline", THRESHOLDS / "baselines", "title"),
+    ):
+        for path in sorted(folder.glob("*.toml")):
+            about = _read(path).get(key, "")
+            found.append(Shipped(kind, path.stem, " ".join(str(about).split()), path))
+    return found
+
+
+def copy_shipped(name: str, destination: Path) -> tuple[Shipped, Path]:
+    """Copy a shipped profile or baseline out for editing; never overwrite a file.
+
+    A copied profile keeps its `inherits` line, which still finds the shipped parent, so the
+    copy only needs the numbers the user changes.
+    """
+    chosen = [item for item in shipped_files() if item.name == name]
+    if not chosen:
+        known = ", ".join(item.name for item in shipped_files())
+        raise UsageError(f"--copy {name!r}: no such profile or baseline (shipped: {known})")
+    target = destination / chosen[0].path.name if destination.is_dir() else destination
+    if target.exists():
+        raise UsageError(f"--to {target}: already exists; give a new file name")
+    if not target.parent.is_dir():
+        raise UsageError(f"--to {target}: the folder {target.parent} does not exist")
+    target.write_bytes(chosen[0].path.read_bytes())
+    return chosen[0], target

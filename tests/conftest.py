@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+REPOSITORY = Path(__file__).resolve().parents[1]  # the checkout the tests run in
+
 Table = list[list[str]]  # header row first, then data rows, all cells as text
 
 # Five pupils at two schools, two exits (one EHE with a letter), both optional tables.

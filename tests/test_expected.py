@@ -6,17 +6,17 @@ from datetime import date
 
 import polars as pl
 import pytest
-from conftest import base_tables
+from conftest import REPOSITORY, base_tables
 from polars.testing import assert_frame_equal
 
 from offroll_audit import expected as exp
 from offroll_audit.audit import OUTCOMES, outcome_filters
 from offroll_audit.classify import classify_exits
 from offroll_audit.load import load_dataset
-from offroll_audit.profile import PROJECT_ROOT, load_profile
+from offroll_audit.profile import load_profile
 from offroll_audit.window import Window, choose_window, pick_census
 
-EXAMPLE = PROJECT_ROOT / "fixtures" / "example-la"
+EXAMPLE = REPOSITORY / "fixtures" / "example-la"
 
 
 def both_ways(dataset, case_mix: list[str], window: Window | None = None):

@@ -13,15 +13,15 @@ def command(
     out: Path = typer.Argument(Path("offroll-demo"), help="Folder for the demo's outputs."),
     quiet: bool = QUIET,
 ) -> int:
-    """Run the full audit on the synthetic example LA in fixtures/example-la (no real pupils)."""
+    """Run the full audit on the synthetic example LA shipped with the tool (no real pupils)."""
     from offroll_audit.audit import AuditOptions
     from offroll_audit.console.audit import audit_and_write
-    from offroll_audit.profile import PROJECT_ROOT, load_profile
+    from offroll_audit.shipped import example_la_folder
 
-    data = PROJECT_ROOT / "fixtures" / "example-la"
+    data = example_la_folder()
     if not quiet:
         typer.echo(f"Auditing the synthetic example LA in {data} (every pupil in it is made up).")
-    audit_and_write(data, out, AuditOptions(profile=load_profile("default")), quiet=quiet)
+    audit_and_write(data, out, AuditOptions(profile="default"), quiet=quiet)
     if not quiet:
         typer.echo(
             f"Open {out / 'overview.xlsx'} first; the planted answers are in {data / 'truth.json'}."
