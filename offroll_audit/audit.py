@@ -21,7 +21,8 @@ import polars as pl
 from offroll_audit import expected as exp
 from offroll_audit import significance as stats
 from offroll_audit.classify import FLAGS, classify_exits, flag_counts
-from offroll_audit.profile import Profile
+from offroll_audit.profile import Profile, load_profile
+from offroll_audit.progress import SILENT, Progress
 from offroll_audit.schema import Dataset
 from offroll_audit.select import select_schools
 from offroll_audit.window import Window, choose_window, pick_census
@@ -37,7 +38,9 @@ NOT_A_LOSS = ["DUAL_ENDED", "DECEASED"]
 
 @dataclass
 class AuditOptions:
-    profile: Profile
+    """What to audit and how; the CLI's options. `profile` may be given by name or file."""
+
+    profile: Profile | str = "default"
     baseline: str = "local"
     term: str | None = None
     start: date | None = None
@@ -47,6 +50,10 @@ class AuditOptions:
     method: str = "nb"  # nb | poisson | funnelplotr
     letters: bool = True
     known_templates: Path | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.profile, str):
+            self.profile = load_profile(self.profile)
 
 
 @dataclass
@@ -90,7 +97,8 @@ def _import_quietly() -> None:
         exp.import_glm()
 
 
-def run_audit(dataset: Dataset, options: AuditOptions) -> AuditResult:
+def run_audit(dataset: Dataset, options: AuditOptions, progress: Progress = SILENT) -> AuditResult:
+    """The whole audit of a loaded dataset (see the module's docstring); writes nothing."""
     warm_up()  # a no-op once statsmodels is imported
     profile = options.profile
     window = choose_window(dataset.exits, options.term, options.start, options.end)
@@ -99,7 +107,7 @@ def run_audit(dataset: Dataset, options: AuditOptions) -> AuditResult:
     if options.letters and dataset.has_letters:
         from offroll_audit.letters import run_letters
 
-        letters = run_letters(dataset, known_templates=options.known_templates)
+        letters = run_letters(dataset, options.known_templates, progress=progress)
     templated = letters.school_template_ids() if letters is not None else None
     exits = classify_exits(dataset.exits, pupils, dataset.schools, window, profile, templated)
     case_mix = list(profile.statistics.get("case_mix", exp.DEFAULT_CASE_MIX))

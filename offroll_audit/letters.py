@@ -41,6 +41,7 @@ from datasketch import LeanMinHash, MinHash, MinHashLSH
 from scipy import sparse
 
 from offroll_audit.extract import SUPPORTED_SUFFIXES, Extracted, extract_letter
+from offroll_audit.progress import SILENT, Progress
 from offroll_audit.window import spring_census_on_or_after
 
 VERDICTS = ("school_template", "shared_public_template", "unique")
@@ -283,11 +284,13 @@ LETTER_SCHEMA = {
 # --------------------------------------------------------------------------- reading files
 
 
-def read_letter_texts(letters: pl.DataFrame, letters_root: Path) -> pl.DataFrame:
+def read_letter_texts(
+    letters: pl.DataFrame, letters_root: Path, progress: Progress = SILENT
+) -> pl.DataFrame:
     """Add text, metadata and warning by extracting each letter's `path` (null: refused)."""
+    paths = progress.track(letters.get_column("path").to_list(), "Reading letters", letters.height)
     extracted = [
-        extract_letter(Path(path), letters_root) if path else Extracted()
-        for path in letters.get_column("path").to_list()
+        extract_letter(Path(path), letters_root) if path else Extracted() for path in paths
     ]
     return letters.with_columns(
         pl.Series("text", [e.text if e.text.strip() else None for e in extracted], pl.String),
@@ -1419,7 +1422,10 @@ def read_known_templates(folder: Path | None) -> dict[str, str]:
 
 
 def run_letters(
-    dataset, known_templates: Path | None = None, settings: LetterSettings = LetterSettings()
+    dataset,
+    known_templates: Path | None = None,
+    settings: LetterSettings = LetterSettings(),
+    progress: Progress = SILENT,
 ) -> LetterResult:
     """The letters stage on a loaded dataset: read files, find templates, count per school.
 
@@ -1432,13 +1438,14 @@ def run_letters(
         .agg(pl.col("last_suspension_date").max())
     )
     letters = dataset.letters.join(suspensions, on="letter_id", how="left")
-    texts = read_letter_texts(letters, dataset.root / "letters")
-    result = detect_templates(
-        texts,
-        dataset.schools,
-        settings=settings,
-        known_templates=read_known_templates(known_templates),
-    )
+    texts = read_letter_texts(letters, dataset.root / "letters", progress)
+    with progress.step("Comparing letters"):
+        result = detect_templates(
+            texts,
+            dataset.schools,
+            settings=settings,
+            known_templates=read_known_templates(known_templates),
+        )
     result.per_school = letters_per_school(result, dataset.letters)
     return result
 

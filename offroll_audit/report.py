@@ -27,6 +27,7 @@ import polars as pl
 from offroll_audit import tool_block
 from offroll_audit.audit import AuditResult
 from offroll_audit.problems import Report, UsageError
+from offroll_audit.progress import SILENT, Progress
 from offroll_audit.results import (
     build_results,
     cluster_records,
@@ -215,6 +216,7 @@ def write_outputs(
     out: Path,
     options: OutputOptions = OutputOptions(),
     load_report: Report | None = None,
+    progress: Progress = SILENT,
 ) -> dict:
     """Write OUT atomically and return the results.json document."""
     check_out_folder(out, dataset.root)
@@ -224,8 +226,11 @@ def write_outputs(
     issues = [asdict(p) for p in load_report.warnings] if load_report else []
     results = build_results(result, manifest, issues)
     with staged_folder(out) as staging:
-        with (staging / "results.json").open("wb") as stream:
-            write_results_json(results, stream)
+        with (
+            progress.step("Writing results.json"),
+            (staging / "results.json").open("wb") as out_file,
+        ):
+            write_results_json(results, out_file)
         schools_csv_frame(result, options.suppress).write_csv(staging / "schools.csv")
         exits_csv_frame(result).write_csv(staging / "exits.csv")
         if result.letters is not None:
@@ -233,7 +238,9 @@ def write_outputs(
         if options.workbooks:
             from offroll_audit.workbooks import write_workbooks
 
-            write_workbooks(with_exit_dicts(results), staging, suppress=options.suppress)
+            write_workbooks(
+                with_exit_dicts(results), staging, suppress=options.suppress, progress=progress
+            )
         write_json(staging / MANIFEST, manifest)
     return results
 

@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from conftest import REPOSITORY
 
 from offroll_audit.audit import AuditOptions, run_audit
 from offroll_audit.cli import app
 from offroll_audit.console.errors import run_guarded
 from offroll_audit.load import load_dataset
-from offroll_audit.profile import PROJECT_ROOT, Profile, load_profile
+from offroll_audit.profile import Profile, load_profile
 
-EXAMPLE = PROJECT_ROOT / "fixtures" / "example-la"
+EXAMPLE = REPOSITORY / "fixtures" / "example-la"
 
 
 def run_cli(*args: str) -> int:
@@ -420,3 +421,42 @@ def test_audit_of_a_dataset_with_errors_prints_the_report_and_writes_nothing(
     err = capsys.readouterr().err
     assert "pupils.csv:4 [sen_provision]" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("width", [80, 100, 60])
+def test_the_summary_fits_the_terminal_and_never_cuts_a_reason(example_run, width) -> None:
+    from rich.console import Console
+
+    from offroll_audit.console.audit import render_summary
+
+    results, _, out = example_run
+    console = Console(width=width, record=True, soft_wrap=False, highlight=False)
+    render_summary(results, out, console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= width
+    reasons = {r for s in results["schools"] if s["audit"] for r in s["audit_reasons"]}
+    assert reasons and all(reason in text for reason in reasons)  # whole, never folded
+
+
+def test_progress_is_drawn_on_a_terminal_and_silent_otherwise(monkeypatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from offroll_audit.console import render
+    from offroll_audit.progress import SILENT
+
+    monkeypatch.setattr(render.sys.stderr, "isatty", lambda: False, raising=False)
+    with render.progress_display(quiet=False) as progress:
+        assert progress is SILENT
+    monkeypatch.setattr(render.sys.stderr, "isatty", lambda: True, raising=False)
+    with render.progress_display(quiet=True) as progress:
+        assert progress is SILENT
+    screen = io.StringIO()
+    shown = render.RichProgress(Console(file=screen, force_terminal=True, width=100))
+    with shown.display:
+        assert list(shown.track(range(7), "Reading letters", 7)) == list(range(7))
+        with shown.step("Writing overview.xlsx"):
+            pass
+    drawn = screen.getvalue()
+    assert "Reading letters" in drawn and "7/7" in drawn and "Writing overview.xlsx" in drawn

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import typer
+from conftest import REPOSITORY
 
 from offroll_audit import __version__
 from offroll_audit.cli import app
@@ -42,9 +43,8 @@ def test_every_command_and_option_has_help(name: str) -> None:
 
 
 def test_readme_documents_every_command() -> None:
-    from offroll_audit.profile import PROJECT_ROOT
 
-    readme = (PROJECT_ROOT / "README.md").read_text()
+    readme = (REPOSITORY / "README.md").read_text()
     for name, _ in all_commands():
         assert f"offroll-audit {name}" in readme
 
@@ -87,9 +87,50 @@ def test_internal_error_is_one_line_without_locals(monkeypatch, capsys, tmp_path
 
 @pytest.mark.parametrize("check", [["check"], ["format", "--check"]])
 def test_code_is_ruff_clean(check: list[str]) -> None:
-    from offroll_audit.profile import PROJECT_ROOT
 
     run = subprocess.run(
-        [sys.executable, "-m", "ruff", *check, str(PROJECT_ROOT)], capture_output=True, text=True
+        [sys.executable, "-m", "ruff", *check, str(REPOSITORY)], capture_output=True, text=True
     )
     assert run.returncode == 0, run.stdout[-2000:]
+
+
+def test_debug_is_accepted_after_the_command(monkeypatch, capsys, tmp_path) -> None:
+    """The error message says 'run with --debug'; users add it at the end of their line."""
+    import offroll_audit.load as load
+
+    def boom(*args, **kwargs):
+        raise ValueError("unexpected")
+
+    monkeypatch.setattr(load, "load_dataset", boom)
+    state = {"debug": False}
+    assert run_guarded(app, ["validate", str(tmp_path), "--debug"], state) == 1
+    assert state["debug"] is True
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_debug_after_a_double_dash_is_left_alone() -> None:
+    from offroll_audit.console.errors import take_debug
+
+    assert take_debug(["audit", "D", "--debug", "--", "--debug"]) == (
+        ["audit", "D", "--", "--debug"],
+        True,
+    )
+    assert take_debug(["audit", "D"]) == (["audit", "D"], False)
+
+
+def test_profiles_lists_what_ships_and_copies_one_out(tmp_path, capsys) -> None:
+    import json
+
+    assert run_guarded(app, ["profiles", "--json"], {}) == 0
+    listed = {item["name"]: item for item in json.loads(capsys.readouterr().out)}
+    assert {"default", "strict", "ofsted", "england"} <= set(listed)
+    assert listed["england"]["kind"] == "baseline" and listed["strict"]["description"]
+    target = tmp_path / "mine.toml"
+    assert run_guarded(app, ["profiles", "--copy", "strict", "--to", str(target)], {}) == 0
+    assert target.read_bytes() == __import__("pathlib").Path(listed["strict"]["path"]).read_bytes()
+    from offroll_audit.profile import load_profile
+
+    assert load_profile(str(target)).settings == load_profile("strict").settings
+    assert run_guarded(app, ["profiles", "--copy", "strict", "--to", str(target)], {}) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert run_guarded(app, ["profiles", "--copy", "no-such"], {}) == 2

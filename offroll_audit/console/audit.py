@@ -79,14 +79,13 @@ def command(
     """Compare each school's exits with what its pupils predict; flag, select and write packs."""
     from offroll_audit.audit import AuditOptions
     from offroll_audit.problems import UsageError
-    from offroll_audit.profile import load_profile
 
     if method not in METHODS:
         raise UsageError(f"--method {method!r}: use one of {', '.join(METHODS)}")
     if key_file is not None and not pseudonymise:
         raise UsageError("--key-file is only used with --pseudonymise")
     options = AuditOptions(
-        profile=load_profile(profile),
+        profile=profile,
         baseline=baseline,
         term=term,
         start=date_from.date() if date_from else None,
@@ -127,26 +126,33 @@ def audit_and_write(
 ) -> dict[str, Any]:
     """Load, audit, write OUT, print the summary; shared by `audit` and `demo`."""
     from offroll_audit.audit import run_audit, warm_up
-    from offroll_audit.console.render import print_notes, print_warnings, stdout_console
+    from offroll_audit.console.render import (
+        print_notes,
+        print_warnings,
+        progress_display,
+        stdout_console,
+    )
     from offroll_audit.load import load_dataset
     from offroll_audit.report import OutputOptions, check_out_folder, read_key, write_outputs
 
     check_out_folder(out, data)  # before the work, so a wrong --out fails fast
     key = read_key(key_file) if pseudonymise else None
     warm_up()  # the statistics' imports load while the data does
-    dataset, report = load_dataset(data, encoding=encoding)
+    with progress_display(quiet) as progress:
+        with progress.step("Loading the dataset"):
+            dataset, report = load_dataset(data, encoding=encoding)
+        with progress.step("Auditing: exits, expected counts, tests, selection"):
+            result = run_audit(dataset, options, progress)
+        output_options = OutputOptions(key, suppress, workbooks)
+        results = write_outputs(result, dataset, out, output_options, report, progress)
     print_warnings(report, quiet)
-    result = run_audit(dataset, options)
     print_notes(result.warnings + (result.letters.warnings if result.letters else []), quiet)
-    results = write_outputs(result, dataset, out, OutputOptions(key, suppress, workbooks), report)
     render_summary(results, out, stdout_console(quiet))
     return results
 
 
 def render_summary(results: dict[str, Any], out: Path, console) -> None:
     """The terminal view: the window, the selected schools and why, where the files are."""
-    from rich.table import Table
-
     if console.quiet:
         return
     schools = results["schools"]
@@ -156,26 +162,9 @@ def render_summary(results: dict[str, Any], out: Path, console) -> None:
         f"Audit window {window['from']} to {window['to']} ({window['source']}); "
         f"profile {results['profile']}; baseline {results['baseline']['kind']}"
     )
-    table = Table(title=f"{len(selected)} of {len(schools)} schools selected for audit")
-    for name in (
-        "URN",
-        "School",
-        "EHE: observed / expected, band",
-        "Unexplained: observed / expected, band",
-        "Why selected",
-    ):
-        table.add_column(name, overflow="fold", min_width=18 if name == "Why selected" else None)
     shown = 40  # a national run selects hundreds: the table shows the first, the files hold all
-    for school in selected[:shown]:
-        table.add_row(
-            school["urn"],
-            school.get("name") or "",
-            _pair(school, "ehe"),
-            _pair(school, "unexplained"),
-            "\n".join(school["audit_reasons"]),
-        )
     if selected:
-        console.print(table)
+        console.print(summary_table(selected[:shown], f"{len(selected)} of {len(schools)} "))
         if len(selected) > shown:
             console.print(f"... and {len(selected) - shown} more: see schools.csv")
     else:
@@ -187,8 +176,32 @@ def render_summary(results: dict[str, Any], out: Path, console) -> None:
     )
 
 
+def summary_table(selected: list[dict[str, Any]], count: str):
+    """The selected schools in a table that fits an 80-column terminal: the counts and reasons
+    never wrap (a reason is a code, shown whole), the school's name takes what is left."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"{count}schools selected for audit",
+        caption="obs / exp: observed and expected count, then the band (see the Method sheet)",
+        caption_justify="left",
+    )
+    table.add_column("School", overflow="fold", ratio=1, min_width=6)  # a URN, at least
+    table.add_column("EHE\nobs / exp", no_wrap=True)
+    table.add_column("Unexplained\nobs / exp", no_wrap=True)
+    table.add_column("Why selected", no_wrap=True)
+    for school in selected:
+        table.add_row(
+            f"{school['urn']}\n{school.get('name') or ''}".strip(),
+            _pair(school, "ehe"),
+            _pair(school, "unexplained"),
+            "\n".join(school["audit_reasons"]),
+        )
+    return table
+
+
 def _pair(school: dict[str, Any], outcome: str) -> str:
     block = school.get(outcome)
     if not block:
         return ""
-    return f"{block['observed']} / {block['expected']:.1f}, {block['band']}"
+    return f"{block['observed']} / {block['expected']:.1f}\n{block['band']}"

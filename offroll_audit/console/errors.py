@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import traceback
 from pathlib import Path
@@ -28,8 +29,10 @@ def run_guarded(app: typer.Typer, argv: list[str] | None, state: dict) -> int:
     """Run the Typer app; bad input exits 2 with one line per problem, bugs exit 1."""
     from offroll_audit.console.render import print_problem_lines
 
+    args, debug = take_debug(sys.argv[1:] if argv is None else list(argv))
+    state["debug"] = state.get("debug", False) or debug
     try:
-        result = app(args=argv, standalone_mode=False, prog_name="offroll-audit")
+        result = app(args=args, standalone_mode=False, prog_name="offroll-audit")
         return result if isinstance(result, int) else EXIT_OK
     except EXIT_SIGNALS as stop:
         return stop.exit_code
@@ -58,6 +61,14 @@ def run_guarded(app: typer.Typer, argv: list[str] | None, state: dict) -> int:
             err=True,
         )
         return EXIT_INTERNAL
+
+
+def take_debug(args: list[str]) -> tuple[list[str], bool]:
+    """Take `--debug` out of the command line wherever it stands (before `--`): an error
+    message tells users to add it, and they add it at the end, after the command's options."""
+    end = args.index("--") if "--" in args else len(args)
+    kept = [arg for at, arg in enumerate(args) if not (arg == "--debug" and at < end)]
+    return kept, len(kept) < len(args)
 
 
 def _write_log(bug: BaseException) -> Path:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.table import Table
 
 from offroll_audit.problems import Report
+from offroll_audit.progress import SILENT, Item, Progress
 
 
 def stdout_console(quiet: bool = False) -> Console:
@@ -55,3 +58,46 @@ def report_table(report: Report) -> Table:
             p.hint,
         )
     return table
+
+
+class RichProgress(Progress):
+    """The long steps on the terminal: a spinner and the time taken for each, a bar and a
+    count for those whose size is known (letters, packs). Drawn on stderr."""
+
+    def __init__(self, console: Console):
+        from rich import progress
+
+        self.display = progress.Progress(
+            progress.SpinnerColumn(finished_text="[green]done[/]"),
+            progress.TextColumn("{task.description}"),
+            progress.BarColumn(bar_width=24),
+            progress.MofNCompleteColumn(),
+            progress.TimeElapsedColumn(),
+            console=console,
+        )
+
+    def track(self, items: Iterable[Item], description: str, total: int) -> Iterator[Item]:
+        task = self.display.add_task(description, total=total)
+        for item in items:
+            yield item
+            self.display.advance(task)
+
+    @contextmanager
+    def step(self, description: str) -> Iterator[None]:
+        task = self.display.add_task(description, total=None)
+        try:
+            yield
+        finally:
+            self.display.update(task, total=1, completed=1)
+
+
+@contextmanager
+def progress_display(quiet: bool = False) -> Iterator[Progress]:
+    """A rich progress display while the block runs, if stderr is a terminal and the user did
+    not ask for quiet (or JSON) output; else SILENT, so logs and pipes get no control codes."""
+    if quiet or not sys.stderr.isatty():
+        yield SILENT
+        return
+    shown = RichProgress(Console(stderr=True, highlight=False))
+    with shown.display:
+        yield shown

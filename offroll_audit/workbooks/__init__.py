@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from offroll_audit.progress import SILENT, Progress
 from offroll_audit.workbooks.overview import document_time, write_overview
 from offroll_audit.workbooks.pack import PackContext, write_pack
 
@@ -25,7 +26,9 @@ def pack_name(urn: Any) -> str:
     return f"{name or '_'}.xlsx"
 
 
-def write_workbooks(results: dict[str, Any], out_dir: Path, *, suppress: int = 0) -> None:
+def write_workbooks(
+    results: dict[str, Any], out_dir: Path, *, suppress: int = 0, progress: Progress = SILENT
+) -> None:
     """Write out_dir/overview.xlsx and out_dir/packs/<URN>.xlsx for every school with audit true.
 
     `suppress` N > 1 shows counts from 1 to N-1 as `<N` on the sheets meant to
@@ -39,14 +42,15 @@ def write_workbooks(results: dict[str, Any], out_dir: Path, *, suppress: int = 0
     gc.freeze()
     try:
         when = document_time(results)
-        write_overview(results, out_dir / "overview.xlsx", suppress, when)
+        with progress.step("Writing overview.xlsx"):
+            write_overview(results, out_dir / "overview.xlsx", suppress, when)
         selected = [s for s in results.get("schools", []) if s.get("audit")]
         packs = out_dir / "packs"
         packs.mkdir(exist_ok=True)
         if not selected:
             return
         context = PackContext.build(results, suppress, when)
-        for school in selected:
+        for school in progress.track(selected, "Writing audit packs", len(selected)):
             write_pack(school, context, packs / pack_name(school.get("urn")))
     finally:
         gc.unfreeze()
