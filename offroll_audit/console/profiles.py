@@ -41,10 +41,12 @@ def command(
         typer.echo(json.dumps(rows, indent=2))
         return 0
     table = Table(title="Shipped profiles (--profile) and baselines (--baseline)")
-    for name in ("kind", "name", "description", "path"):
+    for name in ("kind", "name", "description", "file"):
         table.add_column(name, overflow="fold")
     for item in shipped:
-        table.add_row(item.kind, item.name, item.description, str(item.path))
+        table.add_row(item.kind, item.name, item.description, item.path.name)
     console.print(table)
+    for folder in sorted({str(item.path.parent) for item in shipped}):
+        console.print(f"Files in {folder}", soft_wrap=True)
     console.print("Copy one to edit: offroll-audit profiles --copy strict --to my-profile.toml")
     return 0
