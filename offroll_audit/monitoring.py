@@ -1,0 +1,244 @@
+"""Termly monitoring: evidence that accumulates over a school's terms (methodology.md 2.6, 2.9).
+
+One term alone says little about a school that expects five exits: ten is not beyond
+chance. Summed over a year, or watched term after term, it is. This stage takes each
+school's observed and expected counts per term (schools x terms arrays, from the same
+expected-count and test stages that judge a single term) and adds:
+
+- pooled tests over the last year (three terms) and the whole history: observed and
+  expected summed, with the between-school variation (alpha) estimated from the pooled
+  counts across schools, not from one term;
+- a one-sided CUSUM per school watching for a rise to `rho` times the expected rate, with
+  negative-binomial increments (so stable ordinary differences between schools do not
+  pile up as fast as with Poisson increments) and a decision limit set by simulation so
+  that an ordinary school signals at most `rate` times per school-year, its between-school
+  variation included;
+- persistence: consecutive terms, and consecutive school years, at or beyond the 95% limit.
+
+Counts here are family decisions where that is known (see `family_scaled`): five siblings
+leaving on one day are one family's decision, not five independent events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from offroll_audit import significance as stats
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+BEYOND_95 = ("high_95", "high_998")
+TERMS_PER_YEAR = 3
+
+
+# --------------------------------------------------------------------------------- families
+
+
+def family_scaled(
+    observed: FloatArray, families: FloatArray, expected: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Counts of independent decisions: a school's pupils who left, divided by the design
+    effect d = pupils / families (d >= 1), and its expected count divided by the same d.
+
+    The ratio O/E is unchanged; the evidence shrinks to what the independent decisions
+    carry. Five siblings leaving together (O = 5, one family, E = 1) are tested as one
+    event against 0.2, which chance gives about one time in five.
+    """
+    o, f, e = np.broadcast_arrays(*(np.asarray(v, float) for v in (observed, families, expected)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where((o > 0) & (f > 0), f / o, 1.0)
+    return o * scale, e * scale
+
+
+# ------------------------------------------------------------------------------ pooled tests
+
+
+@dataclass
+class Pooled:
+    """A pooled test over some terms: per school summed counts, p-value and band."""
+
+    observed: FloatArray
+    expected: FloatArray
+    p: FloatArray
+    band: NDArray[np.str_]
+    overdispersion: stats.Overdispersion
+
+
+def pooled_test(observed: FloatArray, expected: FloatArray, settings: Mapping[str, Any]) -> Pooled:
+    """Sum each school's terms (last axis) and test the sums, alpha fitted on the sums.
+
+    The per-term alpha describes one term's scatter; summed over terms, stable differences
+    between schools add up while chance averages out, so alpha is re-estimated on the
+    pooled counts (methodology: "overdispersion estimated from pooled counts").
+    """
+    o, e = np.nansum(observed, axis=-1), np.nansum(expected, axis=-1)
+    fit = stats.fit_overdispersion(
+        o,
+        e,
+        outlier_p=float(settings.get("outlier_p", 0.001)),
+        min_alpha=float(settings.get("min_alpha", 0.0)),
+        min_schools=int(settings.get("min_schools_for_alpha", 20)),
+    )
+    p = np.where(e > 0, stats.nb_p_upper(o, e, fit.alpha), np.nan)
+    low = np.where(e > 0, stats.nb_p_lower(o, e, fit.alpha), np.nan)
+    bands = stats.band(
+        p,
+        low,
+        e,
+        float(settings.get("min_expected", 1.0)),
+        float(settings.get("p_high_998", 0.001)),
+        float(settings.get("p_high_95", 0.025)),
+    )
+    return Pooled(o, e, p, bands, fit)
+
+
+# ------------------------------------------------------------------------------------- CUSUM
+
+
+def nb_cusum_steps(
+    observed: FloatArray, expected: FloatArray, rho: float, alpha: float
+) -> FloatArray:
+    """Log-likelihood ratio of a term's count under NB(rho E, alpha) against NB(E, alpha).
+
+    With alpha = 0 this is the Poisson step O ln(rho) - (rho - 1) E (methodology 2.9). With
+    alpha > 0 a large count weighs less (it is more often chance for a school that is just
+    different), so ordinary differences between schools do not pile up as fast.
+    """
+    o, e = np.broadcast_arrays(np.asarray(observed, float), np.asarray(expected, float))
+    if alpha <= stats.POISSON_ALPHA:
+        return o * np.log(rho) - (rho - 1.0) * e
+    k = 1.0 / alpha
+    return o * np.log(rho * (e + k) / (rho * e + k)) - k * np.log((rho * e + k) / (e + k))
+
+
+def cusum_with_reset(steps: FloatArray, limit: FloatArray | float) -> tuple[FloatArray, BoolArray]:
+    """S_t = max(0, S_{t-1} + step_t), terms along the last axis; a signal when S_t passes
+    `limit`, after which S restarts at 0 (the school has been looked at; an excess that goes
+    on signals again, one that stopped does not linger). Returns S and the signals."""
+    steps = np.asarray(steps, dtype=float)
+    h = np.broadcast_to(np.asarray(limit, dtype=float), steps.shape[:-1])
+    sums = np.empty_like(steps)
+    signals = np.zeros(steps.shape, dtype=bool)
+    running = np.zeros(steps.shape[:-1])
+    for t in range(steps.shape[-1]):
+        running = np.maximum(0.0, running + steps[..., t])
+        fired = running > h
+        signals[..., t] = fired
+        sums[..., t] = running
+        running = np.where(fired, 0.0, running)
+    return sums, signals
+
+
+@dataclass(frozen=True)
+class CusumDesign:
+    """Decision limits by a school's mean expected count per term, set by simulation.
+
+    In control, a school's counts are Poisson(theta x E_t) with a school effect theta drawn
+    once from Gamma(mean 1, variance alpha) and kept for every term: an ordinary school that
+    is just different. The limit at each grid point is the smallest with at most `rate`
+    signals per school-year over `terms` terms.
+    """
+
+    rho: float
+    alpha: float
+    rate: float  # design: signals per school-year of an ordinary school
+    terms: int
+    grid: FloatArray  # mean expected count per term
+    limits: FloatArray
+    achieved: FloatArray  # simulated signals per school-year at each grid point's limit
+
+    def limit_for(self, mean_expected: FloatArray) -> FloatArray:
+        """Each school's limit, interpolated on log(mean expected) (clamped to the grid)."""
+        m = np.clip(np.asarray(mean_expected, dtype=float), self.grid[0], self.grid[-1])
+        return np.interp(np.log(m), np.log(self.grid), self.limits)
+
+    def rate_for(self, mean_expected: FloatArray) -> FloatArray:
+        m = np.clip(np.asarray(mean_expected, dtype=float), self.grid[0], self.grid[-1])
+        return np.interp(np.log(m), np.log(self.grid), self.achieved)
+
+
+def design_cusum(
+    terms: int,
+    rho: float = 2.0,
+    alpha: float = 0.0,
+    rate: float = 0.01,
+    term_shape: FloatArray | None = None,
+    grid: FloatArray | None = None,
+    simulations: int = 4000,
+    seed: int = 20241,
+) -> CusumDesign:
+    """Simulate ordinary schools at each grid volume and find each one's limit.
+
+    `term_shape` (mean 1) spreads a school's expected count over its terms as the data do
+    (summer terms are quieter). The same draws serve every candidate limit, so the signal
+    rate falls monotonically as the limit rises and a bisection finds it.
+    """
+    grid = np.geomspace(0.02, 200.0, 25) if grid is None else np.asarray(grid, dtype=float)
+    shape = np.ones(terms) if term_shape is None else np.asarray(term_shape, dtype=float)
+    shape = shape / shape.mean()
+    rng = np.random.default_rng(seed)
+    years = simulations * terms / TERMS_PER_YEAR
+    limits, achieved = np.empty(grid.size), np.empty(grid.size)
+    for i, mean in enumerate(grid):
+        theta = (
+            rng.gamma(1.0 / alpha, alpha, size=(simulations, 1))
+            if alpha > stats.POISSON_ALPHA
+            else np.ones((simulations, 1))
+        )
+        expected = mean * shape[None, :]
+        counts = rng.poisson(theta * expected)
+        steps = nb_cusum_steps(counts, np.broadcast_to(expected, counts.shape), rho, alpha)
+        limits[i], achieved[i] = _limit_for_rate(steps, rate, years)
+    return CusumDesign(rho, alpha, rate, terms, grid, limits, achieved)
+
+
+def _limit_for_rate(steps: FloatArray, rate: float, years: float) -> tuple[float, float]:
+    """The smallest limit whose signal rate is at most `rate` (signals per school-year)."""
+
+    def signal_rate(h: float) -> float:
+        return float(cusum_with_reset(steps, h)[1].sum()) / years
+
+    low, high = 0.0, max(float(np.maximum(steps, 0).sum(axis=-1).max()), 1.0)
+    if signal_rate(low) <= rate:
+        return low, signal_rate(low)
+    for _ in range(40):
+        middle = 0.5 * (low + high)
+        if signal_rate(middle) <= rate:
+            high = middle
+        else:
+            low = middle
+    return high, signal_rate(high)
+
+
+# --------------------------------------------------------------------------------- persistence
+
+
+def beyond_95(bands: NDArray[np.str_]) -> BoolArray:
+    return np.isin(bands, BEYOND_95)
+
+
+def trailing_run(hits: BoolArray) -> NDArray[np.int64]:
+    """How many consecutive terms (last axis) up to and including each one are hits."""
+    hits = np.asarray(hits, dtype=bool)
+    run = np.zeros(hits.shape, dtype=np.int64)
+    current = np.zeros(hits.shape[:-1], dtype=np.int64)
+    for t in range(hits.shape[-1]):
+        current = np.where(hits[..., t], current + 1, 0)
+        run[..., t] = current
+    return run
+
+
+def trailing_count(hits: BoolArray, width: int) -> NDArray[np.int64]:
+    """Hits among the last `width` terms up to and including each one."""
+    hits = np.asarray(hits, dtype=np.int64)
+    totals = np.cumsum(hits, axis=-1)
+    shifted = np.concatenate(
+        [np.zeros((*hits.shape[:-1], width), dtype=np.int64), totals], axis=-1
+    )[..., : hits.shape[-1]]
+    return totals - shifted

@@ -1,0 +1,93 @@
+"""Termly monitoring statistics (offroll_audit/monitoring.py): family scaling, pooled tests,
+the CUSUM and its simulated limits, persistence."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from offroll_audit import monitoring as mon
+from offroll_audit import significance as stats
+
+
+def test_five_siblings_are_one_decision() -> None:
+    o, e = mon.family_scaled(np.array([5.0, 4.0, 0.0]), np.array([1.0, 4.0, 0.0]), 1.0)
+    assert o.tolist() == [1.0, 4.0, 0.0]
+    assert e.tolist() == pytest.approx([0.2, 1.0, 1.0])
+    # the ratio is kept, the evidence shrinks: 5 vs 1 is p 0.004; one family vs 0.2 is p 0.18
+    assert stats.poisson_p_upper(5, 1.0) < 0.01
+    assert stats.poisson_p_upper(o[0], e[0]) == pytest.approx(1 - math.exp(-0.2))
+
+
+def test_nb_steps_reduce_to_the_poisson_step_and_weigh_large_counts_less() -> None:
+    o, e = np.array([0.0, 3.0, 10.0]), np.array([1.0, 1.5, 5.0])
+    poisson = mon.nb_cusum_steps(o, e, 2.0, 0.0)
+    assert poisson == pytest.approx(o * math.log(2) - e)
+    assert mon.nb_cusum_steps(o, e, 2.0, 1e-9) == pytest.approx(poisson, rel=1e-6)
+    nb = mon.nb_cusum_steps(o, e, 2.0, 0.1)
+    assert nb[2] < poisson[2]
+    # the NB step is the log-likelihood ratio of the two NB2 laws
+    from scipy import stats as sp
+
+    k = 10.0
+    ratio = sp.nbinom.logpmf(10, k, k / (k + 10)) - sp.nbinom.logpmf(10, k, k / (k + 5))
+    assert nb[2] == pytest.approx(ratio)
+
+
+def test_cusum_resets_after_a_signal() -> None:
+    steps = np.array([[1.0, 1.0, 1.0, -5.0, 2.5, 0.1]])
+    sums, signals = mon.cusum_with_reset(steps, 2.5)
+    assert sums.tolist() == [[1.0, 2.0, 3.0, 0.0, 2.5, 2.6]]
+    assert signals.tolist() == [[False, False, True, False, False, True]]
+    plain = stats.poisson_cusum(np.array([2, 0, 3]), np.array([1.0, 1.0, 1.0]))
+    unreset, _ = mon.cusum_with_reset(mon.nb_cusum_steps([2, 0, 3], [1.0] * 3, 2.0, 0.0), 99)
+    assert unreset.ravel() == pytest.approx(plain)
+
+
+def test_designed_limits_give_the_design_rate_on_fresh_draws() -> None:
+    """An ordinary school (a persistent school effect from the between-school variation)
+    signals about `rate` times per school-year: checked on draws the design never saw."""
+    design = mon.design_cusum(terms=9, rho=2.0, alpha=0.05, rate=0.01, simulations=8000)
+    assert np.all(design.achieved <= 0.01)
+    assert np.all(np.diff(design.limits[design.grid >= 1]) > -1.5)  # roughly rising with volume
+    rng = np.random.default_rng(7)
+    for mean in (0.3, 2.0, 8.0):
+        n = 40_000
+        theta = rng.gamma(20.0, 0.05, size=(n, 1))
+        counts = rng.poisson(theta * mean * np.ones((n, 9)))
+        steps = mon.nb_cusum_steps(counts, mean, 2.0, 0.05)
+        _, signals = mon.cusum_with_reset(steps, design.limit_for(mean))
+        rate = signals.sum() / (n * 3)
+        designed = float(design.rate_for(mean))
+        assert abs(rate - designed) <= 0.5 * designed + 0.0005, (mean, rate, designed)
+
+
+def test_a_school_at_twice_its_rate_signals_far_more_often_than_an_ordinary_one() -> None:
+    design = mon.design_cusum(terms=9, alpha=0.05, simulations=4000)
+    rng = np.random.default_rng(3)
+    counts = rng.poisson(2 * 5.0 * np.ones((5000, 9)))
+    _, signals = mon.cusum_with_reset(
+        mon.nb_cusum_steps(counts, 5.0, 2.0, 0.05), design.limit_for(5.0)
+    )
+    assert signals.any(axis=1).mean() > 0.9
+
+
+def test_pooled_test_sums_terms_and_fits_alpha_on_the_sums() -> None:
+    rng = np.random.default_rng(1)
+    expected = rng.uniform(0.5, 4.0, size=(60, 3))
+    observed = rng.poisson(expected).astype(float)
+    observed[0] = [9, 10, 11]  # a school at several times its rate every term
+    pooled = mon.pooled_test(observed, expected, {})
+    assert pooled.observed[0] == 30 and pooled.expected[0] == pytest.approx(expected[0].sum())
+    assert pooled.band[0] == "high_998"
+    assert pooled.overdispersion.n_set_aside >= 1  # the outlier did not set alpha
+
+
+def test_persistence_runs_and_counts() -> None:
+    bands = np.array([["high_95", "expected", "high_998", "high_95", "too_few", "high_95"]])
+    hits = mon.beyond_95(bands)
+    assert mon.trailing_run(hits).tolist() == [[1, 0, 1, 2, 0, 1]]
+    assert mon.trailing_count(hits, 3).tolist() == [[1, 1, 2, 2, 2, 2]]
+    assert mon.trailing_count(hits, 6)[0, -1] == 4
