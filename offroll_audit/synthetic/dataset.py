@@ -836,8 +836,21 @@ def assign_families(
     only children. Also returns the school whose establishment number each
     pupil's UPN carries (secondary pupils got theirs at primary school).
     """
+    return chain_families(table, school, year, rank, feeder_primaries(table, rng), rng)
+
+
+def chain_families(
+    table: Schools,
+    school: np.ndarray,
+    year: np.ndarray,
+    rank: np.ndarray,
+    feeding: tuple[np.ndarray, ...],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`assign_families` given the primaries `feeding` each secondary (feeder_primaries), so a
+    generator that moves Year 6 pupils on to the paired secondary can reuse the pairing."""
     n = len(school)
-    feeders, feeder_start, feeder_count = feeder_primaries(table, rng)
+    feeders, feeder_start, feeder_count = feeding
     phase = table.phase[school]
     chain_school, chain_rank = school.astype(np.int64), rank.copy()
     k = feeder_count[school]
@@ -1172,21 +1185,31 @@ class ExitDraws:
 
     def draw(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Destination code of each of `rows` (-1: stays)."""
-        rates = self.rates(rows)
-        shared = self.family_normal[self.roll.family[rows]]
-        own = rng.standard_normal(len(rows))
-        u = ndtr(FAMILY_RHO * shared + np.sqrt(1 - FAMILY_RHO**2) * own)
-        dest = pick_interval(
-            u, [rates[d] for d in FAMILY_DESTINATIONS], [DEST[d] for d in FAMILY_DESTINATIONS]
-        )
-        stay = np.flatnonzero(dest < 0)
-        left = 1.0 - sum(rates[d][stay] for d in FAMILY_DESTINATIONS)
-        dest[stay] = pick_interval(
-            rng.random(len(stay)),
-            [rates[d][stay] / left for d in INDIVIDUAL_DESTINATIONS],
-            [DEST[d] for d in INDIVIDUAL_DESTINATIONS],
-        )
-        return dest
+        return pick_destinations(self.rates(rows), self.family_normal[self.roll.family[rows]], rng)
+
+
+def pick_destinations(
+    rates: dict[str, np.ndarray], shared: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Destination code of each row from its rates (-1: stays); `shared` is the row's family's
+    standard normal, so siblings tend to take a family destination together.
+
+    Each row's chance of each destination is exactly its rate: family destinations use the
+    correlated uniform, the others an independent one, conditional on no family exit.
+    """
+    own = rng.standard_normal(len(shared))
+    u = ndtr(FAMILY_RHO * shared + np.sqrt(1 - FAMILY_RHO**2) * own)
+    dest = pick_interval(
+        u, [rates[d] for d in FAMILY_DESTINATIONS], [DEST[d] for d in FAMILY_DESTINATIONS]
+    )
+    stay = np.flatnonzero(dest < 0)
+    left = 1.0 - sum(rates[d][stay] for d in FAMILY_DESTINATIONS)
+    dest[stay] = pick_interval(
+        rng.random(len(stay)),
+        [rates[d][stay] / left for d in INDIVIDUAL_DESTINATIONS],
+        [DEST[d] for d in INDIVIDUAL_DESTINATIONS],
+    )
+    return dest
 
 
 def plant_patterns(
@@ -1356,6 +1379,20 @@ def build_exits(
     rows = np.flatnonzero(dest >= 0)
     d, kind = dest[rows], plant[rows]
     day = exit_days(roll, rows, d, kind, days, rng)
+    return exit_details(roll, table, rows, d, kind, day, rng)
+
+
+def exit_details(
+    roll: Pupils,
+    table: Schools,
+    rows: np.ndarray,
+    d: np.ndarray,
+    kind: np.ndarray,
+    day: np.ndarray,
+    rng: np.random.Generator,
+) -> Exits:
+    """Every optional column of the exits of `rows` (destinations `d`, planted `kind`), once
+    their school-day indices `day` are drawn; shared with the multi-term generator."""
     special = table.phase[roll.school[rows]] == SPECIAL
     ehe = d == DEST["EHE"]
     school_move = d == DEST["SCHOOL"]
@@ -1459,7 +1496,8 @@ def exit_days(
     day = np.zeros(n, dtype=np.int64)
     for index, name in enumerate(names):
         mask = profile == index
-        day[mask] = np.searchsorted(day_profile(days, name), u[mask], side="right")
+        if mask.any():  # the planted periods are empty outside 2024-25, where none are drawn
+            day[mask] = np.searchsorted(day_profile(days, name), u[mask], side="right")
     start = roll.start[rows].astype(np.int64)
     late_start = start > 0
     day[late_start] = start[late_start] + (u[late_start] * (len(days) - start[late_start]))
@@ -1689,11 +1727,18 @@ def exits_frame(world: World, ids: pl.Series) -> pl.DataFrame:
     PRIVATE_EXIT_COLUMNS follow, dropped before writing: `_kind` (the planted
     pattern, 0 none) for truth and `_year_group` for the letters.
     """
-    exits, roll, days = world.exits, world.roll, world.days
+    return exit_table(world.exits, world.roll, world.days, ids, WINDOW_END)
+
+
+def exit_table(
+    exits: Exits, roll: Pupils, days: np.ndarray, ids: pl.Series, last_day: date
+) -> pl.DataFrame:
+    """`exits_frame` of any exits: `exits.row` indexes `roll`, `exits.day` the school `days`;
+    a return to school after `last_day` is not yet known, so it is left blank."""
     rows = exits.row
     exit_date = date_column(days, exits.day)
     returned = date_column(days, exits.day, exits.returned_delay)
-    returned = np.where(returned <= np.datetime64(WINDOW_END), returned, np.datetime64("NaT"))
+    returned = np.where(returned <= np.datetime64(last_day), returned, np.datetime64("NaT"))
     gap = np.maximum(exits.suspension_gap, 0).astype("timedelta64[D]")
     suspension = np.where(exits.suspension_gap >= 0, exit_date - gap, np.datetime64("NaT"))
     family = family_ids(roll.family[rows].astype(np.int64))
@@ -1754,6 +1799,14 @@ def pupils_frame(world: World, ids: pl.Series) -> pl.DataFrame:
     left[world.exits.row] = world.exits.day
     by_school = np.argsort(rows.school, kind="stable")
     rows, left = rows.take(by_school), left[by_school]
+    on_roll_from = date_column(world.days, np.where(rows.start > 0, rows.start, -1))
+    return roll_table(rows, ids, on_roll_from, date_column(world.days, left))
+
+
+def roll_table(
+    rows: Pupils, ids: pl.Series, on_roll_from: np.ndarray, on_roll_to: np.ndarray
+) -> pl.DataFrame:
+    """pupils.csv's columns for `rows` (`home` indexes `ids`), with their on-roll dates."""
     return pl.DataFrame(
         {
             "pupil_id": ids.gather(rows.home),
@@ -1770,8 +1823,8 @@ def pupils_frame(world: World, ids: pl.Series) -> pl.DataFrame:
             "suspensions": rows.suspensions.astype(np.int64),
             "family_id": family_ids(rows.family.astype(np.int64)),
             "enrolment_status": enum_column(codes.ENROLMENT_STATUS, rows.status.astype(np.int64)),
-            "on_roll_from": date_column(world.days, np.where(rows.start > 0, rows.start, -1)),
-            "on_roll_to": date_column(world.days, left),
+            "on_roll_from": on_roll_from,
+            "on_roll_to": on_roll_to,
         }
     )
 
