@@ -34,6 +34,16 @@ OUTCOME_LABEL = {
     "y10_loss": "Year 10 pupils who left the school",
 }
 NOT_A_LOSS = ["DUAL_ENDED", "DECEASED"]
+NOBODY_AT_RISK = {
+    "ehe": "no pupil was on roll in the window",
+    "unexplained": "no pupil was on roll in the window",
+    "y10_loss": "no Year 10 pupil was on roll in the window",
+}
+ONE_SCHOOL = (
+    "only one school: a local baseline fitted on its own pupils expects exactly the exits it "
+    "had, so its counts cannot stand out; compare it with a published baseline "
+    "(--baseline england) instead"
+)
 
 
 @dataclass
@@ -126,9 +136,19 @@ def run_audit(dataset: Dataset, options: AuditOptions, progress: Progress = SILE
                 "rates for them, so they were not tested"
             )
     outcomes = assess_outcomes(tested, window, options)
+    warnings += [
+        f"{OUTCOME_LABEL[outcome]}: {NOBODY_AT_RISK[outcome]}, so they were not tested"
+        for outcome in OUTCOMES
+        if outcome in covered and outcome not in outcomes
+    ]
+    if options.baseline == "local" and roll.get_column("urn").n_unique() == 1:
+        warnings.append(ONE_SCHOOL)
     for outcome, result in outcomes.items():
-        if result.overdispersion.warning:
-            warnings.append(f"{OUTCOME_LABEL[outcome]}: {result.overdispersion.warning}")
+        label = OUTCOME_LABEL[outcome]
+        warnings += [f"{label}: {text}" for text in result.baseline.all_warnings()]
+        judged = result.schools.get_column("expected").sum() > 0  # else no school was tested
+        if result.overdispersion.warning and judged:
+            warnings.append(f"{label}: {result.overdispersion.warning}")
     schools = school_table(dataset, roll, exits, outcomes, letters)
     schools = select_schools(schools, profile)
     schools = restrict(schools, options)
@@ -180,43 +200,65 @@ def assess_outcome(
     settings = options.profile.statistics
     model = settings.get("case_mix_model", "main")
     layout = exp.CellLayout.of(cells, case_mix)
+    own_rates = None
     if options.baseline == "local":
+        first = exp.fit_rates(layout.pattern_totals([], case_mix), case_mix, model)
         baseline = exp.Baseline(
-            "local",
-            "fitted on this dataset, all schools pooled",
-            exp.fit_pattern_rates(layout.pattern_totals([], case_mix), case_mix, model),
-            model,
+            "local", "fitted on this dataset, all schools pooled", first.rates, model, fit=first
         )
+        if settings.get("robust_baseline", "refit") == "refit":
+            own_rates = guard_baseline(layout, baseline, first.terms, case_mix, model, settings)
     else:
         path = exp.baseline_path(options.baseline)
         rates, source = exp.file_rates(path, outcome, cells, case_mix, window)
         baseline = exp.Baseline("file", source, rates, "published relative risks")
-    own_rates = None
-    if options.baseline == "local" and settings.get("robust_baseline", "refit") == "refit":
-        baseline.excluded_urns, p = refit_without_outliers(
-            layout, baseline, case_mix, model, settings
-        )
-        baseline.note = (
-            f"refitted without {len(baseline.excluded_urns)} school(s) whose counts were "
-            "beyond the Poisson 99.9% limit in a first pass, so their exits do not raise the "
-            "rates they and every similar school are judged against"
-            if baseline.excluded_urns
-            else "no school was beyond the Poisson 99.9% limit in a first pass, so no refit "
-            "was needed"
-        )
-        suspects = leave_one_out_candidates(p, baseline.excluded_urns)
-        own_rates = exp.leave_one_out_rates(layout, case_mix, model, suspects)  # rates, variance
-        baseline.left_out_urns = suspects
-        if suspects:
-            baseline.note += (
-                f"; {len(suspects)} school(s) above their expected count were each "
-                "judged against rates fitted without their own pupils (leave one out)"
-            )
     tested, groups, alpha = _expected_and_tests(cells, baseline, case_mix, options, own_rates)
     fpr = None
     if options.method == "funnelplotr":
         fpr = stats.funnelplotr_shmi(tested["observed"].to_numpy(), tested["expected"].to_numpy())
     return OutcomeResult(outcome, tested, groups, alpha, baseline, fpr)
+
+
+def guard_baseline(
+    layout: exp.CellLayout,
+    baseline: exp.Baseline,
+    terms: exp.Terms | None,
+    case_mix: list[str],
+    model: str,
+    settings: dict,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The robust refit, then leave-one-out rates (and their variance) for the schools above
+    their expected count; notes what was done on the baseline."""
+    excluded, p, stuck = refit_without_outliers(layout, baseline, case_mix, model, settings)
+    baseline.excluded_urns = excluded
+    baseline.note = refit_note(excluded, stuck)
+    suspects = leave_one_out_candidates(p, baseline.excluded_urns)
+    left_out = exp.leave_one_out(layout, case_mix, model, suspects, terms)
+    baseline.left_out_urns = left_out.judged
+    baseline.warnings += left_out.warnings
+    baseline.notes += left_out.notes
+    if left_out.judged:
+        baseline.note += (
+            f"; {len(left_out.judged)} school(s) above their expected count were each "
+            "judged against rates fitted without their own pupils (leave one out)"
+        )
+    return left_out.rates, left_out.variance
+
+
+def refit_note(excluded: list[str], stuck: list[str]) -> str:
+    """What the robust refit did, for the Method sheet."""
+    if excluded:
+        return (
+            f"refitted without {len(excluded)} school(s) whose counts were beyond the Poisson "
+            "99.9% limit in a first pass, so their exits do not raise the rates they and every "
+            "similar school are judged against"
+        )
+    if stuck:
+        return (
+            "not refitted: the schools beyond the Poisson 99.9% limit in a first pass had every "
+            "such exit, so there was nothing to refit on without them"
+        )
+    return "no school was beyond the Poisson 99.9% limit in a first pass, so no refit was needed"
 
 
 def refit_without_outliers(
@@ -225,27 +267,50 @@ def refit_without_outliers(
     case_mix: list[str],
     model: str,
     settings: dict,
-) -> tuple[list[str], pl.DataFrame]:
+) -> tuple[list[str], pl.DataFrame, list[str]]:
     """Refit the local rates without clear outliers until that set stops growing (at most 3
-    passes); returns the schools left out, and every school's Poisson p under the final rates.
+    passes); returns the schools left out, every school's Poisson p under the final rates, and
+    the schools beyond the limit that could not be left out.
 
     A clear outlier's count is beyond chance even without overdispersion (Poisson p below
     the profile's outlier_p); the same rule sets schools aside when alpha is estimated. The
     Poisson p, not the band, matters: an off-roller inflates the baseline and alpha its own
-    band depends on, and so can hide below high_998 in a first pass.
+    band depends on, and so can hide below high_998 in a first pass. When the schools left
+    would have no such exit at all, there is nothing to refit on: the rates stay as they were
+    (and a warning says so).
     """
     threshold = float(settings.get("outlier_p", 0.001))
     excluded: list[str] = []
+    stuck: list[str] = []
     p = poisson_p_by_school(layout, baseline, case_mix)
     for _ in range(3):
         found = sorted(set(excluded) | set(p.filter(pl.col("p") < threshold)["urn"]))
         if found == excluded:
             break
+        totals = layout.pattern_totals(found, case_mix)
+        if totals.get_column("events").sum() <= 0:
+            stuck = [urn for urn in found if urn not in excluded]
+            baseline.warnings.append(_no_refit_text(excluded, found))
+            break
         excluded = found
-        totals = layout.pattern_totals(excluded, case_mix)
-        baseline.rates = exp.fit_pattern_rates(totals, case_mix, model)
+        baseline.fit = exp.fit_rates(totals, case_mix, model)
+        baseline.rates = baseline.fit.rates
         p = poisson_p_by_school(layout, baseline, case_mix)
-    return excluded, p
+    return excluded, p, stuck
+
+
+def _no_refit_text(excluded: list[str], found: list[str]) -> str:
+    """Why the robust refit stopped: the schools beyond the limit had every such exit."""
+    kept = (
+        "the first-pass rates"
+        if not excluded
+        else f"the rates without {exp.named_schools(excluded)}"
+    )
+    were = "was" if len(found) == 1 else "were"
+    return (
+        f"{exp.named_schools(found)} {were} beyond the Poisson 99.9% limit, but no other school "
+        f"had such an exit, so the rates could not be refitted without them; {kept} were used"
+    )
 
 
 def poisson_p_by_school(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import tomllib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,16 @@ class Baseline:
     excluded_urns: list[str] = field(default_factory=list)  # left out of the pooled fit
     left_out_urns: list[str] = field(default_factory=list)  # judged against leave-one-out rates
     note: str = ""
+    fit: RateFit | None = None  # how a local baseline's rates were fitted (the final fit)
+    warnings: list[str] = field(default_factory=list)  # the refit's and leave-one-out's
+    notes: list[str] = field(default_factory=list)
+
+    def all_warnings(self) -> list[str]:
+        """What could not be done as asked, in plain English: the fit's, then the guards'."""
+        return (self.fit.warnings if self.fit else []) + self.warnings
+
+    def all_notes(self) -> list[str]:
+        return (self.fit.notes if self.fit else []) + self.notes
 
 
 # --------------------------------------------------------------------------- pupils at risk
@@ -241,31 +252,28 @@ def key_stage_expr() -> pl.Expr:
 
 
 def design_matrix(
-    cells: pl.DataFrame, case_mix: list[str], model: str
+    cells: pl.DataFrame, case_mix: list[str], model: str, fitted: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[str]]:
-    """Intercept + treatment-coded dummies (reference = first level present)."""
+    """Intercept + treatment-coded dummies (reference = first level present in the `fitted`
+    rows, all rows by default; a level absent from them has no column: it takes the reference's
+    effect)."""
+    rows = np.ones(cells.height, dtype=bool) if fitted is None else fitted
     columns: list[np.ndarray] = [np.ones(cells.height)]
     names = ["intercept"]
     dummies: dict[str, list[tuple[str, np.ndarray]]] = {}
     for factor in case_mix:
         values = cells.get_column(factor).cast(pl.String).to_numpy()
-        levels = sorted(set(values.tolist()), key=_level_order(factor))
+        levels = sorted(set(values[rows].tolist()), key=_level_order(factor))
         dummies[factor] = [(f"{factor}={lvl}", (values == lvl).astype(float)) for lvl in levels[1:]]
         for name, column in dummies[factor]:
             names.append(name)
             columns.append(column)
     if model == "interactions":
-        pairs = [
-            (a, b)
-            for i, a in enumerate(INTERACTING)
-            for b in INTERACTING[i + 1 :]
-            if a in case_mix and b in case_mix
-        ]
-        for a, b in pairs:
+        for a, b in _interacting_pairs(case_mix):
             for name_a, col_a in dummies[a]:
                 for name_b, col_b in dummies[b]:
                     product = col_a * col_b
-                    if product.any():
+                    if product[rows].any():
                         names.append(f"{name_a}:{name_b}")
                         columns.append(product)
     return np.column_stack(columns), names
@@ -356,37 +364,482 @@ def fit_local_rates(
 
 
 def fit_pattern_rates(patterns: pl.DataFrame, case_mix: list[str], model: str) -> pl.DataFrame:
-    """Rates from pattern totals (case-mix columns, trials, events; CellLayout.pattern_totals).
+    """Rates from pattern totals (case-mix columns, trials, events; CellLayout.pattern_totals);
+    see fit_rates, which also says how they were obtained."""
+    return fit_rates(patterns, case_mix, model).rates
+
+
+# --------------------------------------------------------------------------- degrading gracefully
+
+FACTOR_TEXT = {
+    "sen_provision": "SEN provision",
+    "disadvantaged": "disadvantage",
+    "social_care": "social care",
+    "year_group": "year group",
+    "key_stage": "key stage",
+}
+MAX_NAMED = 10  # schools named in one sentence before "and N more"
+SCORE_TOLERANCE = 1e-7  # a fit whose score equations hold to this has reached its maximum
+ALMOST_ONE = 1 - 1e-6  # a fitted rate this close to 1 is a fit heading to infinity
+NO_EVENTS = "there were none in the window, so every expected count is 0 and no school was tested"
+OVERALL_RATE = (
+    "the rates could not be fitted by case mix (too few pupils and exits for the model), "
+    "so one overall rate was used for every pupil"
+)
+
+
+@dataclass(frozen=True)
+class Terms:
+    """The case-mix model a fit ended up with: its factors, main effects or pairwise
+    interactions, and levels pooled with another level (recoded before the design is built)."""
+
+    factors: tuple[str, ...]
+    model: str = "main"  # main | interactions
+    pooled: tuple[tuple[str, str, str], ...] = ()  # (factor, level, the level it was pooled with)
+
+    def recode(self, patterns: pl.DataFrame) -> pl.DataFrame:
+        """`patterns` with each pooled level replaced by the level it was pooled with."""
+        if not self.pooled:
+            return patterns
+        merged: dict[str, dict[str, str]] = {}
+        for factor, level, into in self.pooled:
+            merged.setdefault(factor, {})[level] = into
+        for mapping in merged.values():  # a level pooled into one pooled later: follow the chain
+            for level, into in mapping.items():
+                while into in mapping:
+                    into = mapping[into]
+                mapping[level] = into
+        return patterns.with_columns(
+            pl.col(f).cast(pl.String).replace(mapping).alias(f) for f, mapping in merged.items()
+        )
+
+    def design(self, patterns: pl.DataFrame, fitted: np.ndarray | None = None):
+        """design_matrix of the recoded patterns (levels and references from `fitted`)."""
+        return design_matrix(self.recode(patterns), list(self.factors), self.model, fitted)
+
+    def describe(self) -> str:
+        if not self.factors:
+            return "one overall rate (no case-mix terms)"
+        effects = "main effects" if self.model == "main" else "main effects and interactions"
+        return f"{effects} of {_and(FACTOR_TEXT.get(f, f) for f in self.factors)}"
+
+
+@dataclass
+class RateFit:
+    """Rates per case-mix pattern, with what was done to get them where the data were too thin
+    for the model asked for (`warnings`) and facts of the fit worth stating (`notes`)."""
+
+    rates: pl.DataFrame  # case-mix columns + rate
+    terms: Terms | None  # the GLM's terms; None when no GLM was fitted (saturated, no events)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def fit_rates(patterns: pl.DataFrame, case_mix: list[str], model: str) -> RateFit:
+    """Rates from pattern totals, degrading gracefully when the data cannot support the model.
 
     The GLM is fitted with proportions and trials as variance weights, which is the pupil-level
     likelihood regrouped. Patterns seen only at excluded schools (no trials left) still get a
     predicted rate (a missing rate would make their expected count 0 and the school look worse);
     a level seen only there takes the reference level's rate. "saturated" uses each pattern's
     pooled rate (the overall rate where only excluded schools have the pattern).
+
+    Small data: a level nobody in it left gets rate 0 (the limit its maximum-likelihood
+    estimate heads to); a level everyone in it left is pooled with another level; effects the
+    data cannot tell apart are dropped (see _glm_fit). When the model still cannot be fitted,
+    interactions are dropped, then factors (most levels first), then one overall rate is used.
     """
-    trials = patterns.get_column("trials").to_numpy()
+    trials = patterns.get_column("trials").to_numpy().astype(float)
     events = patterns.get_column("events").to_numpy().astype(float)
     if model == "saturated" or events.sum() == 0:
-        overall = events.sum() / trials.sum() if trials.sum() > 0 else 0.0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rate = np.where(trials > 0, events / trials, overall)
-        return patterns.select(case_mix).with_columns(pl.Series("rate", rate))
+        return _saturated(patterns, case_mix, trials, events)
     if model not in ("main", "interactions"):
         raise UsageError(f"case_mix_model {model!r}: use main, interactions or saturated")
-    families, GLM = import_glm()
-    exog, _names = design_matrix(patterns, case_mix, model)
+    for factors, form, reduction in _reductions(patterns, case_mix, model, trials > 0):
+        fit = _glm_fit(patterns, case_mix, factors, form, trials, events, reduction is None)
+        if fit is not None:
+            fit.warnings[:0] = [reduction] if reduction else []
+            return fit
+    return _overall(patterns, case_mix, trials, events)
+
+
+def _saturated(
+    patterns: pl.DataFrame, case_mix: list[str], trials: np.ndarray, events: np.ndarray
+) -> RateFit:
+    """Each pattern's own pooled rate (the overall rate where it has no trials left)."""
+    overall = events.sum() / trials.sum() if trials.sum() > 0 else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(trials > 0, events / trials, overall)
+    frame = patterns.select(case_mix).with_columns(pl.Series("rate", rate))
+    return RateFit(frame, None, warnings=[NO_EVENTS] if events.sum() == 0 else [])
+
+
+def _overall(
+    patterns: pl.DataFrame, case_mix: list[str], trials: np.ndarray, events: np.ndarray
+) -> RateFit:
+    """The last resort: one rate for every pupil (still sums to the observed count)."""
+    rate = np.full(patterns.height, min(events.sum() / trials.sum(), 1.0))
+    frame = patterns.select(case_mix).with_columns(pl.Series("rate", rate))
+    return RateFit(frame, Terms(()), warnings=[OVERALL_RATE])
+
+
+def _reductions(
+    patterns: pl.DataFrame, case_mix: list[str], model: str, seen: np.ndarray
+) -> Iterator[tuple[list[str], str, str | None]]:
+    """The models to try in turn (factors, main or interactions, what was given up): the one
+    asked for, then without interactions, then without factors, the one with most levels (the
+    most terms) first. Factors with one level add no terms and are never dropped."""
+    yield list(case_mix), model, None
+    if model == "interactions":
+        yield (
+            list(case_mix),
+            "main",
+            "the interactions could not be fitted, so main effects alone were used",
+        )
+    levels = {f: patterns.filter(seen).get_column(f).n_unique() for f in case_mix}
+    factors, dropped = list(case_mix), []
+    while (varying := [f for f in factors if levels[f] > 1]) and len(varying) > 1:
+        worst = max(reversed(varying), key=levels.__getitem__)  # ties: the last in the case mix
+        factors.remove(worst)
+        dropped.append(FACTOR_TEXT.get(worst, worst))
+        yield (
+            list(factors),
+            "main",
+            f"the rates could not be fitted with {_and(dropped)} in the case mix, so "
+            f"{'it was' if len(dropped) == 1 else 'they were'} left out",
+        )
+
+
+def _glm_fit(
+    patterns: pl.DataFrame,
+    case_mix: list[str],
+    factors: list[str],
+    form: str,
+    trials: np.ndarray,
+    events: np.ndarray,
+    plain_first: bool = False,
+) -> RateFit | None:
+    """One binomial-logit fit of `factors`, or None when it does not converge.
+
+    Events may exceed trials in a cell (pupils who joined late and left count for part of the
+    window): the fit solves the same score equations (quasi-likelihood), so expected counts
+    still add up to the observed. Levels everyone or nobody left are settled first (see
+    _settle_levels); then design columns that are combinations of earlier ones on the fitted
+    cells are dropped, since the data cannot tell their effects apart. With `plain_first`,
+    when nothing needs pooling, the plain fit on every cell is tried first (_plain_fit).
+    """
+    seen = trials > 0
+    terms, limit, warnings, notes = _settle_levels(patterns, factors, form, seen, trials, events)
+    if plain_first and not terms.pooled:
+        plain = _plain_fit(patterns, factors, form, trials, events)
+        if plain is not None:
+            return RateFit(_with_rate(patterns, case_mix, plain), terms, warnings, notes)
+    fitted = seen & ~limit
+    exog, names = terms.design(patterns, fitted)
+    keep = independent_columns(exog[fitted])
+    notes += _inseparable_text(exog[fitted], names, keep)  # the fitted rates are the same
+    glm = _converged_glm(exog[fitted][:, keep], events[fitted], trials[fitted])
+    if glm is None:
+        return None
+    rate = np.where(limit, 0.0, np.clip(glm.predict(exog[:, keep]), 0.0, 1.0))
+    return RateFit(_with_rate(patterns, case_mix, rate), terms, warnings, notes)
+
+
+def _with_rate(patterns: pl.DataFrame, case_mix: list[str], rate: np.ndarray) -> pl.DataFrame:
+    return patterns.select(case_mix).with_columns(pl.Series("rate", rate))
+
+
+def _plain_fit(
+    patterns: pl.DataFrame, factors: list[str], form: str, trials: np.ndarray, events: np.ndarray
+) -> np.ndarray | None:
+    """The fit on every cell with pupils at risk, levels without events included; its rates,
+    or None unless its score equations hold (it reached the maximum, or its limit where a level
+    has no events: those coefficients head to minus infinity and their cells' rates to 0, about
+    1e-10 when the iterations stop), no rate heads to 1 and, where some cells have no pupils at
+    risk (they are predicted), its design has full rank.
+
+    On ordinary data this is the fit, and the rates are exactly those of the plain GLM; the
+    settled route of _glm_fit gives the same rates to about 1e-10, and is the one that copes
+    with collinear designs and with levels everyone left.
+    """
+    exog, _ = design_matrix(patterns, factors, form)
     seen = trials > 0
     estimable = (exog[seen] != 0).any(axis=0)  # a dummy with no fitted pupils stays at 0
+    design = exog[seen][:, estimable]
+    if not seen.all() and not independent_columns(design).all():
+        return None  # cells without pupils at risk would take arbitrary rates
+    glm = _glm(design, events[seen], trials[seen])
+    if glm is None:
+        return None
+    fitted = glm.predict(design)
+    score = design.T @ (events[seen] - trials[seen] * fitted)
+    if not np.abs(score).max() < SCORE_TOLERANCE or fitted.max() >= ALMOST_ONE:
+        return None  # short of the maximum, or heading to a rate of 1 (see _settle_levels)
+    return np.clip(glm.predict(exog[:, estimable]), 0.0, 1.0)
+
+
+def _settle_levels(
+    patterns: pl.DataFrame,
+    factors: list[str],
+    form: str,
+    seen: np.ndarray,
+    trials: np.ndarray,
+    y: np.ndarray,
+) -> tuple[Terms, np.ndarray, list[str], list[str]]:
+    """The terms to fit and the cells whose rate is 0, with a sentence for what was done.
+
+    A level everyone at risk in left (a handful of pupils) is pooled with the factor's first
+    other level, so that its effect is not estimated from them alone (it would be a rate of 1).
+    Cells in a level, or a combination of levels, with pupils at risk but no events get rate
+    0: the limit of the maximum-likelihood fit, whose coefficient for them heads to minus
+    infinity while the others do not depend on them; they are left out of the fit. Each step
+    can expose the other (a level's last events may sit in another's pooled cells, or its only
+    event-free cells in an empty level), so they repeat until neither finds anything.
+    """
+    pooled: list[tuple[str, str, str, float]] = []
+    empty: dict[str, list[str]] = {}
+    limit = np.zeros(patterns.height, dtype=bool)
+    while True:
+        terms = Terms(tuple(factors), form, tuple((f, lvl, to) for f, lvl, to, _ in pooled))
+        frame, fitted = terms.recode(patterns), seen & ~limit
+        full = _full_levels(frame, factors, fitted, trials, y)
+        if full:
+            pooled += full
+            continue
+        rows, found = _cells_without_events(frame, factors, form, fitted, y)
+        if not rows.any():
+            break
+        limit |= rows
+        for group, levels in found.items():
+            empty.setdefault(group, []).extend(levels)
+    notes = []
+    if empty:
+        groups = [_pupils_text(group, levels) for group, levels in empty.items()]
+        notes.append(
+            "none of these pupils left this way in the data the rates were fitted on, so their "
+            f"expected rate is 0: {'; '.join(groups)}"
+        )
+    return terms, limit, _pooled_text(pooled), notes
+
+
+def _pooled_text(pooled: list[tuple[str, str, str, float]]) -> list[str]:
+    """The warning for the levels pooled because everyone at risk in them left: one sentence,
+    however many."""
+    if not pooled:
+        return []
+    if len(pooled) == 1:
+        factor, level, into, at_risk = pooled[0]
+        return [
+            f"too few pupils to estimate the effect of {FACTOR_TEXT.get(factor, factor)} "
+            f"{level} ({_everyone(at_risk)} left), so it was pooled with '{into}'"
+        ]
+    each = [
+        f"{FACTOR_TEXT.get(factor, factor)} {level} ({_everyone(at_risk)} left; pooled with "
+        f"'{into}')"
+        for factor, level, into, at_risk in pooled
+    ]
+    return [f"too few pupils to estimate the effects of {_and(each)}"]
+
+
+def _full_levels(
+    frame: pl.DataFrame, factors: list[str], fitted: np.ndarray, trials: np.ndarray, y: np.ndarray
+) -> list[tuple[str, str, str, float]]:
+    """(factor, level, the level to pool it with, pupils at risk) for each level everyone at
+    risk in left, among the fitted cells; a factor whose every level is so is left alone."""
+    found = []
+    for factor in factors:
+        sums = _level_sums(_factor_values(frame, factor), fitted, trials, y, factor)
+        full = [(level, n) for level, n, e in sums if e >= n * (1 - 1e-12)]
+        others = [level for level, n, e in sums if e < n * (1 - 1e-12)]
+        if others:
+            found += [(factor, level, others[0], n) for level, n in full]
+    return found
+
+
+def _cells_without_events(
+    frame: pl.DataFrame, factors: list[str], form: str, fitted: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """Cells in a level (any factor's, its reference too) with fitted cells but no events among
+    them, and those levels by factor; with interactions, once no level is empty, also the cells
+    in an empty combination of two interacting factors' levels (the pair's table is saturated,
+    so that combination alone heads to minus infinity), under a column-like name."""
+    rows = np.zeros(frame.height, dtype=bool)
+    found: dict[str, list[str]] = {}
+    for factor in factors:
+        values = _factor_values(frame, factor)
+        for level, _, events in _level_sums(values, fitted, y, y, factor):  # events only
+            if events == 0:
+                rows |= values == level
+                found.setdefault(factor, []).append(level)
+    if rows.any() or form == "main":
+        return rows, found
+    for a, b in _interacting_pairs(factors):  # with interactions each pair's table is saturated
+        pair = np.char.add(np.char.add(_factor_values(frame, a), "\x1f"), _factor_values(frame, b))
+        for combination in np.unique(pair[fitted]):
+            inside = pair == combination
+            if y[inside & fitted].sum() == 0:
+                rows |= inside
+                level_a, level_b = combination.split("\x1f")
+                found.setdefault(f"{a}={level_a}:{b}={level_b}", [])
+    return rows, found
+
+
+def _interacting_pairs(factors: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
+    """The pairs of factors an interactions model crosses (as design_matrix does)."""
+    return [
+        (a, b)
+        for i, a in enumerate(INTERACTING)
+        for b in INTERACTING[i + 1 :]
+        if a in factors and b in factors
+    ]
+
+
+def _converged_glm(exog: np.ndarray, y: np.ndarray, trials: np.ndarray):
+    """_glm's fit when its Newton iterations settled on rates below 1, else None (separation the
+    level checks missed: a combination of levels that nobody, or everybody, left; or a cell of
+    pupils who joined late and left, with more exits than pupils at risk and nothing else to
+    share a rate with)."""
+    fit = _glm(exog, y, trials)
+    if fit is None or not fit.mle_retvals.get("converged", False):
+        return None
+    return fit if fit.predict(exog).max() < ALMOST_ONE else None
+
+
+def _glm(exog: np.ndarray, y: np.ndarray, trials: np.ndarray):
+    """statsmodels' binomial GLM on proportions with trials as variance weights (Newton), or
+    None when the iterations fail (a singular Hessian) or end in non-finite coefficients."""
+    families, GLM = import_glm()
     with _QUIET_FIT, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # separation (a level with no events) is handled below
-        fit = GLM(
-            events[seen] / trials[seen],
-            exog[seen][:, estimable],
-            family=families.Binomial(),
-            var_weights=trials[seen],
-        ).fit(method="newton", maxiter=100, tol=1e-12)
-    rate = np.clip(fit.predict(exog[:, estimable]), 0.0, 1.0)
-    return patterns.select(case_mix).with_columns(pl.Series("rate", rate))
+        warnings.simplefilter("ignore")  # separation and convergence are judged by the caller
+        try:
+            fit = GLM(y / trials, exog, family=families.Binomial(), var_weights=trials).fit(
+                method="newton", maxiter=100, tol=1e-12
+            )
+        except (np.linalg.LinAlgError, ValueError, FloatingPointError):
+            return None
+    return fit if np.isfinite(fit.params).all() else None
+
+
+def independent_columns(exog: np.ndarray, tolerance: float = 1e-8) -> np.ndarray:
+    """Which columns to keep, taking them in order and keeping each that is not a linear
+    combination of those kept before it (Gram-Schmidt, twice for accuracy). So the intercept
+    and main effects come before interactions, and earlier factors before later ones."""
+    keep = np.zeros(exog.shape[1], dtype=bool)
+    basis = np.zeros((0, exog.shape[0]))
+    for j, column in enumerate(exog.T):
+        residual = column.astype(float)
+        for _ in range(2):
+            residual = residual - basis.T @ (basis @ residual)
+        size = np.linalg.norm(residual)
+        if size > tolerance * max(1.0, float(np.linalg.norm(column))):
+            keep[j] = True
+            basis = np.vstack([basis, residual / size])
+    return keep
+
+
+def _factor_values(frame: pl.DataFrame, factor: str) -> np.ndarray:
+    return frame.get_column(factor).cast(pl.String).to_numpy()
+
+
+def _level_sums(
+    values: np.ndarray, rows: np.ndarray, trials: np.ndarray, events: np.ndarray, factor: str
+) -> list[tuple[str, float, float]]:
+    """(level, trials, events) of each level present in `rows`, in the factor's order."""
+    present = sorted(set(values[rows].tolist()), key=_level_order(factor))
+    return [
+        (
+            level,
+            float(trials[rows & (values == level)].sum()),
+            float(events[rows & (values == level)].sum()),
+        )
+        for level in present
+    ]
+
+
+def _inseparable_text(exog: np.ndarray, names: list[str], keep: np.ndarray) -> list[str]:
+    """A sentence for each dropped design column: which kept effects it could not be told
+    apart from (the columns it is a combination of on the fitted cells)."""
+    texts = []
+    for j in np.flatnonzero(~keep):
+        combination, *_ = np.linalg.lstsq(exog[:, keep], exog[:, j], rcond=None)
+        kept_names = [n for n, k in zip(names, keep, strict=True) if k]
+        partners = [
+            _term_text(n)
+            for n, c in zip(kept_names, combination, strict=True)
+            if abs(c) > 1e-8 and n != "intercept"
+        ]
+        what = _term_text(names[j])
+        if partners:
+            texts.append(
+                f"the effect of {what} could not be told apart from that of {_and(partners)} "
+                "(too few combinations of pupils to separate them), so one effect was fitted "
+                "for them"
+            )
+        else:
+            texts.append(f"the effect of {what} could not be estimated, so it was left out")
+    return texts
+
+
+def _term_text(name: str) -> str:
+    """A design column's name in words: 'social_care=CLA' -> 'social care CLA',
+    'sen_provision=K:disadvantaged=true' -> 'SEN provision K & disadvantaged'."""
+    parts = []
+    for part in name.split(":"):
+        factor, _, level = part.partition("=")
+        if factor == "disadvantaged":
+            parts.append("disadvantaged" if level == "true" else "not disadvantaged")
+        else:
+            parts.append(f"{FACTOR_TEXT.get(factor, factor)} {level}")
+    return " & ".join(parts)
+
+
+def _pupils_text(factor: str, levels: list[str]) -> str:
+    """'pupils in year group 5 or 14', 'pupils with social care CLA', 'disadvantaged pupils';
+    for a combination (a column-like name, no levels): 'non-disadvantaged pupils with social
+    care CIN', 'pupils with SEN provision K & social care CIN'."""
+    if not levels:
+        parts = [part.partition("=") for part in factor.split(":")]
+        adjective = "".join(
+            ("disadvantaged " if v == "true" else "non-disadvantaged ")
+            for f, _, v in parts
+            if f == "disadvantaged"
+        )
+        rest = " & ".join(_term_text(f"{f}={v}") for f, _, v in parts if f != "disadvantaged")
+        return f"{adjective}pupils" + (f" with {rest}" if rest else "")
+    if factor == "disadvantaged":
+        return _or(
+            "disadvantaged pupils" if v == "true" else "non-disadvantaged pupils" for v in levels
+        )
+    preposition = "in" if factor in ("year_group", "key_stage") else "with"
+    return f"pupils {preposition} {FACTOR_TEXT.get(factor, factor)} {_or(levels)}"
+
+
+def _everyone(at_risk: float) -> str:
+    """'all 2 at risk', 'the only pupil at risk', or, when part-window pupils make the number
+    at risk fractional, 'every pupil at risk'."""
+    if abs(at_risk - round(at_risk)) >= 1e-9:
+        return "every pupil at risk"
+    return "the only pupil at risk" if round(at_risk) == 1 else f"all {at_risk:.0f} at risk"
+
+
+def _and(items, word: str = "and") -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {word} {items[-1]}"
+
+
+def _or(items) -> str:
+    return _and(items, "or")
+
+
+def named_schools(urns: list[str]) -> str:
+    """'school 100001', 'schools 100001 and 100002', '... and 5 more'."""
+    shown = urns[:MAX_NAMED]
+    text = (
+        _and(shown)
+        if len(urns) <= MAX_NAMED
+        else f"{', '.join(shown)} and {len(urns) - MAX_NAMED} more"
+    )
+    return f"{'school' if len(urns) == 1 else 'schools'} {text}"
 
 
 def import_glm():
@@ -398,9 +851,36 @@ def import_glm():
     return families, GLM
 
 
+# --------------------------------------------------------------------------- leave one out
+
+
+@dataclass
+class LeaveOneOut:
+    """Rates fitted without each school, for its own patterns, and what could not be done."""
+
+    rates: pl.DataFrame  # urn, pattern, rate
+    variance: pl.DataFrame  # urn, expected_variance
+    judged: list[str]  # the schools judged against their leave-one-out rates
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
 def leave_one_out_rates(
     layout: CellLayout, case_mix: list[str], model: str, urns: list[str], iterations: int = 5
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(urn, pattern, rate) and (urn, expected_variance) of leave_one_out with the full model."""
+    found = leave_one_out(layout, case_mix, model, urns, None, iterations)
+    return found.rates, found.variance
+
+
+def leave_one_out(
+    layout: CellLayout,
+    case_mix: list[str],
+    model: str,
+    urns: list[str],
+    terms: Terms | None = None,
+    iterations: int = 5,
+) -> LeaveOneOut:
     """For each given school, the rates of its own case-mix patterns fitted without its pupils.
 
     A school that loses many vulnerable pupils raises the pooled rates for exactly those
@@ -411,12 +891,29 @@ def leave_one_out_rates(
     Returns (urn, pattern, rate) and (urn, expected_variance): the sampling variance of the
     school's expected count under those rates. Fitted without the school, E no longer leans
     towards its count, so its own uncertainty must enter the test (see significance.test_schools).
+
+    `terms` is the model the pooled fit ended up with (all of `case_mix` by default). A school
+    with every such exit in the data has nothing to be compared with and is left out (judged
+    against the pooled rates); effects that only the school's own pupils inform are dropped
+    from its fit (its pupils there take another level's rate); see _drop_own_only_effects.
     """
     empty = pl.DataFrame(schema={"urn": pl.String, "pattern": pl.UInt64, "rate": pl.Float64})
     no_variance = pl.DataFrame(schema={"urn": pl.String, "expected_variance": pl.Float64})
     chosen = layout.urns.is_in(urns).to_numpy()  # per school
+    all_trials, all_events = layout.pattern_sums()
+    own_events = np.bincount(layout.school, weights=layout.events, minlength=layout.urns.len())
+    alone = chosen & (own_events >= all_events.sum()) & (all_events.sum() > 0)  # nobody else had
+    warnings = []
+    if alone.any():
+        warnings.append(
+            f"{named_schools(layout.urns.filter(alone).to_list())} had every such exit in the "
+            "data, so there was nothing to compare them with once their own pupils were left "
+            "out; they were judged against the rates from all schools (which include their own "
+            "exits)"
+        )
+    chosen &= ~alone
     if not chosen.any():
-        return empty, no_variance
+        return LeaveOneOut(empty, no_variance, [], warnings)
     own = chosen[layout.school]  # per cell
     s, p = (np.cumsum(chosen) - 1)[layout.school[own]], layout.pattern[own]
     schools = layout.urns.filter(chosen)
@@ -424,15 +921,20 @@ def leave_one_out_rates(
     n, y = np.zeros(shape), np.zeros(shape)
     np.add.at(n, (s, p), layout.trials[own])
     np.add.at(y, (s, p), layout.events[own])
-    all_trials, all_events = layout.pattern_sums()
     trials, events = all_trials[None, :] - n, all_events[None, :] - y
-    if model == "saturated" or events.sum() == 0:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rates = np.where(trials > 0, events / trials, 0.0)
-            variance = (n**2 * np.where(trials > 0, rates * (1 - rates) / trials, 0.0)).sum(axis=1)
+    notes: list[str] = []
+    if model == "saturated" or all_events.sum() == 0:
+        rates, variance, more = _saturated_left_out(trials, events, n, schools)
+        warnings += more
     else:
-        exog, _ = design_matrix(layout.patterns, case_mix, model)
-        rates, variance = _logit_newton_batch(exog, trials, events, iterations, n)
+        terms = terms or Terms(tuple(case_mix), model)
+        exog, names = terms.design(layout.patterns)
+        recoded = terms.recode(layout.patterns)
+        free = _drop_own_only_effects(exog, trials, n)
+        if free is not None:
+            warnings += _own_only_text(recoded, terms.factors, names, free, trials, n, schools)
+        rates, variance = _logit_newton_batch(exog, trials, events, iterations, n, free)
+        notes += _left_out_limit_text(recoded, terms.factors, trials, events, y, schools)
     frame = pl.DataFrame(
         {
             "urn": schools.gather(s),
@@ -440,11 +942,138 @@ def leave_one_out_rates(
             "rate": np.clip(rates[s, p], 0.0, 1.0),
         }
     )
-    return frame, pl.DataFrame({"urn": schools, "expected_variance": variance})
+    judged = schools.to_list()
+    return LeaveOneOut(
+        frame,
+        pl.DataFrame({"urn": schools, "expected_variance": variance}),
+        judged,
+        warnings,
+        notes,
+    )
+
+
+def _saturated_left_out(
+    trials: np.ndarray, events: np.ndarray, own: np.ndarray, schools: pl.Series
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Each pattern's rate without the school, and the variance of the school's E; a pattern
+    only the school has takes the overall rate without it (as fit_rates does)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        overall = events.sum(axis=1, keepdims=True) / trials.sum(axis=1, keepdims=True)
+        overall = np.nan_to_num(np.clip(overall, 0.0, 1.0))
+        rates = np.clip(np.where(trials > 0, events / trials, overall), 0.0, 1.0)
+        spread = np.where(trials > 0, rates * (1 - rates) / trials, 0.0)
+    variance = (own**2 * spread).sum(axis=1)
+    unique = ((own > 0) & (trials <= 0)).any(axis=1)
+    warnings = []
+    if unique.any():
+        warnings.append(
+            f"{named_schools(schools.filter(unique).to_list())} had pupils of a case-mix cell no "
+            "other school had; judged without their own pupils, those pupils took the overall "
+            "rate of the other schools"
+        )
+    return rates, variance, warnings
+
+
+def _drop_own_only_effects(
+    exog: np.ndarray, trials: np.ndarray, own: np.ndarray
+) -> np.ndarray | None:
+    """Per school, the design columns its fit without it can estimate (None: all, for all).
+
+    A column only the school's own cells inform (a level no other school has, or a
+    combination that only its pupils separate) cannot be estimated without it: left in, it
+    stays at the pooled value, which leans on the school's own exits, with a variance that
+    only the tiny ridge bounds. Held at 0, the school's pupils there take the reference level's
+    rate. Only a school with a pattern nobody else has can lose rank, so the check runs for
+    those alone; columns the pooled design already cannot separate stay free (the ridge keeps
+    them harmless, as it always has).
+    """
+    suspects = np.flatnonzero(((own > 0) & (trials <= 0)).any(axis=1))
+    if suspects.size == 0:
+        return None
+    pooled = independent_columns(exog)
+    free = np.ones((trials.shape[0], exog.shape[1]), dtype=bool)
+    for school in suspects:  # rare: schools with a pattern nobody else has
+        free[school, pooled] = independent_columns(exog[trials[school] > 0][:, pooled])
+    return None if free.all() else free
+
+
+def _own_only_text(
+    frame: pl.DataFrame,
+    factors: tuple[str, ...],
+    names: list[str],
+    free: np.ndarray,
+    trials: np.ndarray,
+    own: np.ndarray,
+    schools: pl.Series,
+) -> list[str]:
+    """A sentence for each school whose fit without it dropped columns: which of its pupils
+    no other school had, and whose rate they took instead."""
+    texts = []
+    for school in np.flatnonzero(~free.all(axis=1)):
+        dropped = {names[j] for j in np.flatnonzero(~free[school])}
+        parts = []
+        for factor in factors:
+            values = _factor_values(frame, factor)
+            levels = sorted(set(values.tolist()), key=_level_order(factor))
+            left = {lvl: trials[school][values == lvl].sum() for lvl in levels}
+            mine = {lvl: own[school][values == lvl].sum() for lvl in levels}
+            unique = [lvl for lvl in levels if mine[lvl] > 0 and left[lvl] <= 0]
+            if not unique:
+                continue
+            stand_in = [levels[0]] + [lvl for lvl in levels[1:] if f"{factor}={lvl}" in dropped]
+            target = next((lvl for lvl in stand_in if left[lvl] > 0), None)
+            took = (
+                f"took the rate of {_pupils_text(factor, [target])}"
+                if target is not None
+                else "took another level's rate"
+            )
+            parts.append(
+                f"no other school had {_pupils_text(factor, unique)}, "
+                f"so judged without its own pupils they {took}"
+            )
+        if not parts:
+            effects = _and(_term_text(d) for d in sorted(dropped))
+            parts.append(
+                f"without its own pupils the effect of {effects} could not be told apart from "
+                "the others, so it was left out of its comparison"
+            )
+        texts.append(f"school {schools[int(school)]}: {'; '.join(parts)}")
+    return texts
+
+
+def _left_out_limit_text(
+    frame: pl.DataFrame,
+    factors: tuple[str, ...],
+    trials: np.ndarray,
+    events: np.ndarray,
+    own_events: np.ndarray,
+    schools: pl.Series,
+) -> list[str]:
+    """Schools whose own exits were the only ones in a level other schools also have: judged
+    without them, that level's rate heads towards 0 (nobody else there left), which makes
+    those exits count almost wholly against the school. Said, not changed."""
+    found: dict[int, list[str]] = {}
+    for factor in factors:
+        values = _factor_values(frame, factor)
+        levels = sorted(set(values.tolist()), key=_level_order(factor))
+        member = np.stack([values == lvl for lvl in levels], axis=1).astype(float)
+        hits = (trials @ member > 0) & (events @ member <= 0) & (own_events @ member > 0)
+        for school, level in zip(*np.nonzero(hits), strict=True):
+            found.setdefault(int(school), []).append(_pupils_text(factor, [levels[level]]))
+    return [
+        f"school {schools[school]}: its own exits were the only ones among {_or(levels)}, so "
+        "judged against the other schools their expected rate is close to 0"
+        for school, levels in sorted(found.items())
+    ]
 
 
 def _logit_newton_batch(
-    exog: np.ndarray, trials: np.ndarray, events: np.ndarray, iterations: int, own: np.ndarray
+    exog: np.ndarray,
+    trials: np.ndarray,
+    events: np.ndarray,
+    iterations: int,
+    own: np.ndarray,
+    free: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Binomial-logit fits of one design to many (trials, events) rows at once: the fitted
     rates, and the delta-method variance of sum(own x rate) for each row (a school's E).
@@ -452,20 +1081,27 @@ def _logit_newton_batch(
     Each row starts from the fit to all rows pooled (which it barely differs from), so a few
     Newton steps converge. A tiny ridge keeps the Hessian invertible when a level has no events
     left (separation); its coefficient then heads towards minus infinity, the right answer:
-    nobody else had such an exit.
+    nobody else had such an exit. `free` (rows x columns) marks the columns each row's fit may
+    use; the others are held at 0 (see _drop_own_only_effects).
     """
     k = exog.shape[1]
     pairs = (exog[:, :, None] * exog[:, None, :]).reshape(exog.shape[0], k * k)
     ridge = 1e-8 * np.eye(k)
+    both = None if free is None else free[:, :, None] & free[:, None, :]
 
-    def information(beta: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def information(beta: np.ndarray, n: np.ndarray, held: bool) -> tuple[np.ndarray, np.ndarray]:
         mu = expit(beta @ exog.T)
-        return mu, ((n * mu * (1 - mu)) @ pairs).reshape(-1, k, k) + ridge
+        hessian = ((n * mu * (1 - mu)) @ pairs).reshape(-1, k, k) + ridge
+        if held and both is not None:  # a held column: its row and column of the identity
+            hessian = np.where(both, hessian, np.eye(k))
+        return mu, hessian
 
-    def newton(beta: np.ndarray, n: np.ndarray, y: np.ndarray, steps: int) -> np.ndarray:
+    def newton(beta: np.ndarray, n: np.ndarray, y: np.ndarray, steps: int, held: bool):
         for _ in range(steps):
-            mu, hessian = information(beta, n)
+            mu, hessian = information(beta, n, held)
             gradient = (y - n * mu) @ exog
+            if held and free is not None:
+                gradient = gradient * free
             step = np.linalg.solve(hessian, gradient[..., None])[..., 0]
             beta = beta + step
             if np.abs(step).max() < 1e-10:  # converged (quadratically, from a close start)
@@ -473,10 +1109,15 @@ def _logit_newton_batch(
         return beta
 
     pooled_n, pooled_y = trials.sum(axis=0, keepdims=True), events.sum(axis=0, keepdims=True)
-    pooled = newton(np.zeros((1, k)), pooled_n / len(trials), pooled_y / len(trials), 30)
-    beta = newton(np.repeat(pooled, len(trials), axis=0), trials, events, iterations)
-    mu, hessian = information(beta, trials)
+    pooled = newton(np.zeros((1, k)), pooled_n / len(trials), pooled_y / len(trials), 30, False)
+    start = np.repeat(pooled, len(trials), axis=0)
+    if free is not None:
+        start = start * free
+    beta = newton(start, trials, events, iterations, True)
+    mu, hessian = information(beta, trials, True)
     slope = (own * mu * (1 - mu)) @ exog  # dE/dbeta for each school
+    if free is not None:
+        slope = slope * free
     variance = np.einsum("ck,ck->c", slope, np.linalg.solve(hessian, slope[..., None])[..., 0])
     return mu, variance
 

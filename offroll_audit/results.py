@@ -219,7 +219,25 @@ def baseline_block(result: AuditResult) -> dict[str, Any]:
         }
         for o, r in result.outcomes.items()
     }
+    fits = {o: fit_block(r.baseline) for o, r in result.outcomes.items()}
+    if any(fits.values()):
+        block["fit"] = {o: fit for o, fit in fits.items() if fit}
     return block
+
+
+def fit_block(baseline) -> dict[str, Any]:
+    """How a local baseline's rates were fitted: the model it ended up with, what could not be
+    done as asked (`warnings`, also in the run's warnings) and facts worth stating (`notes`)."""
+    if baseline.fit is None:
+        return {}
+    terms = baseline.fit.terms
+    if terms is not None:
+        model = terms.describe()
+    elif baseline.model == "saturated":
+        model = "each case-mix cell's own pooled rate (saturated)"
+    else:
+        model = "none (no exits of this kind)"
+    return {"model": model, "warnings": baseline.all_warnings(), "notes": baseline.all_notes()}
 
 
 def overdispersion_block(alpha, funnelplotr=None) -> dict[str, Any]:

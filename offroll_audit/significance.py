@@ -353,6 +353,20 @@ def _alpha_warning(
     )
 
 
+def _too_few_for_alpha(n_schools: int, min_alpha: float) -> str:
+    """The caution when alpha cannot be estimated at all (fewer than two schools to test)."""
+    which = "No school had" if n_schools == 0 else "Only one school had"
+    made = (
+        f"the profile's minimum of {min_alpha:g} was used"
+        if min_alpha > 0
+        else "none was made (Poisson limits)"
+    )
+    return (
+        f"{which} exits of this kind expected, so no allowance for differences between schools "
+        f"(overdispersion) could be estimated; {made}."
+    )
+
+
 def fit_overdispersion(
     observed: ArrayLike,
     expected: ArrayLike,
@@ -366,7 +380,8 @@ def fit_overdispersion(
     Schools with Poisson p_upper < outlier_p are set aside so that outliers do
     not inflate alpha; ML is fitted on the rest, the moment estimate is kept as
     a check and used when ML fails. `min_alpha` (the profile's floor) is then
-    applied. `force_poisson` (method "poisson") fixes alpha at 0.
+    applied. `force_poisson` (method "poisson") fixes alpha at 0. With fewer than two schools
+    to fit on there is nothing to estimate alpha from: Poisson (or the floor), with a caution.
     """
     o, e = _floats(observed, expected)
     usable = np.isfinite(o) & np.isfinite(e) & (e > 0)
@@ -377,13 +392,17 @@ def fit_overdispersion(
     n_fit, n_out = int(kept.sum()), int(outlier.sum())
     if force_poisson:
         return Overdispersion(0.0, (0.0, 0.0), "poisson", moment, n_fit, n_out, None)
-    alpha, ci = alpha_ml(o_fit, e_fit)
-    method = "nb-ml"
-    if not math.isfinite(alpha):
-        alpha, ci, method = moment, (math.nan, math.inf), "moment"
+    if n_fit < 2:  # nothing to compare schools with: alpha_ml's "0, interval (0, inf)" case
+        alpha, ci, method = 0.0, (0.0, math.inf), "poisson"
+        warning = _too_few_for_alpha(n_fit, min_alpha)
+    else:
+        alpha, ci = alpha_ml(o_fit, e_fit)
+        method = "nb-ml"
+        if not math.isfinite(alpha):
+            alpha, ci, method = moment, (math.nan, math.inf), "moment"
+        warning = _alpha_warning(n_fit, float(e_fit.sum()), ci, min_schools)
     if alpha < min_alpha:
         alpha, method = float(min_alpha), method + "+floor"
-    warning = _alpha_warning(n_fit, float(e_fit.sum()), ci, min_schools)
     interval = (float(ci[0]), float(ci[1]))
     return Overdispersion(float(alpha), interval, method, moment, n_fit, n_out, warning)
 
@@ -587,7 +606,8 @@ def _funnelplotr_limits(
     usable = np.isfinite(rounded_e) & (rounded_e > 0)
     spread = np.sqrt(1.0 / np.where(usable, rounded_e, 1.0) + tau2)
     half_width = np.where(usable, stats.norm.isf((1.0 - level) / 2.0) * spread, np.nan)
-    return np.exp(-half_width), np.exp(half_width)
+    with np.errstate(over="ignore"):  # a huge tau^2 (a few schools): limits 0 and infinity
+        return np.exp(-half_width), np.exp(half_width)
 
 
 def funnelplotr_p_values(
@@ -763,8 +783,11 @@ def _funnelplotr_columns(
 
 
 def _as_series(name: str, values: NDArray[Any]) -> pl.Series:
-    """numpy -> polars; NaN becomes null, counts to flag become integers."""
+    """numpy -> polars; NaN becomes null, counts to flag become integers (null where no count
+    would flag: FunnelPlotR's limits are infinite when its tau^2 overflows on a few schools)."""
     if values.dtype.kind in "US":
         return pl.Series(name, values.astype(str), dtype=pl.String)
-    series = pl.Series(name, values.astype(float)).fill_nan(None)
-    return series.cast(pl.Int64) if name.startswith("count_to_flag") else series
+    if name.startswith("count_to_flag"):
+        values = np.where(np.isfinite(values), values, np.nan)
+        return pl.Series(name, values.astype(float)).fill_nan(None).cast(pl.Int64)
+    return pl.Series(name, values.astype(float)).fill_nan(None)

@@ -194,6 +194,14 @@ def alpha_text(block: dict[str, Any] | None) -> str:
     return text
 
 
+def fit_text(fit: dict[str, Any]) -> str:
+    """The local baseline's model and, in plain sentences, what the data made of it."""
+    sentences = [f"model: {fit.get('model', '?')}"]
+    sentences += [f"Caution: {text}" for text in fit.get("warnings") or []]
+    sentences += list(fit.get("notes") or [])
+    return ". ".join(s[:1].upper() + s[1:] for s in sentences) + "."
+
+
 def method_lines(results: dict[str, Any]) -> list[tuple[str, str | None]]:
     """The Method sheet: what was done and the profile's thresholds, with the numbers used.
 
@@ -225,6 +233,8 @@ def method_lines(results: dict[str, Any]) -> list[tuple[str, str | None]]:
         if excluded:
             note += f" (set aside: {', '.join(map(str, excluded))})"
         lines.append((f"Robust refit: {OUTCOME_NAME.get(outcome, outcome)}", note))
+    for outcome, fit in (baseline.get("fit") or {}).items():
+        lines.append((f"Case-mix fit: {OUTCOME_NAME.get(outcome, outcome)}", fit_text(fit)))
     lines.append(("Test", METHOD_TEXT.get(method, method)))
     for outcome, block in (results.get("overdispersion") or {}).items():
         text = alpha_text(block)
