@@ -242,3 +242,154 @@ def trailing_count(hits: BoolArray, width: int) -> NDArray[np.int64]:
         [np.zeros((*hits.shape[:-1], width), dtype=np.int64), totals], axis=-1
     )[..., : hits.shape[-1]]
     return totals - shifted
+
+
+# ------------------------------------------------------------------------------- the timeline
+
+OUTCOMES = ("ehe", "unexplained")
+TERMS_SHOWN = 6  # "above the 95% limit in 4 of the last 6 terms"
+
+
+@dataclass
+class Timeline:
+    """Every school's terms, oldest first, and what accumulates over them, per outcome.
+
+    Built from one school frame per term (the single-term audit of that term: observed,
+    expected, band, and the family-scaled counts the tests used). `frame` is long: one row
+    per school per term with the term's own statistics and the accumulated ones as they
+    stood at that term; `at(term)` gives the wide columns the selection rules read.
+    """
+
+    terms: list[str]
+    frame: Any  # pl.DataFrame, (urn, term) rows
+    designs: dict[str, CusumDesign]
+    pooled_alpha: dict[str, dict[str, float]]  # outcome -> scope -> alpha at the last term
+
+    def at(self, term: str) -> Any:
+        import polars as pl
+
+        return self.frame.filter(pl.col("term") == term).drop("term", "term_index")
+
+
+def build_timeline(
+    per_term: list[Any],
+    terms: list[str],
+    settings: Mapping[str, Any],
+    outcomes: tuple[str, ...] = OUTCOMES,
+) -> Timeline:
+    """Stack the terms' school frames and add pooled tests, CUSUMs and persistence.
+
+    `per_term[i]` is the school frame of `terms[i]` (columns urn, {o}_observed, {o}_expected,
+    {o}_band, {o}_decisions, {o}_expected_decisions for each outcome o). A school missing
+    from a term (opened later, closed) counts 0 observed and 0 expected there.
+    """
+    import polars as pl
+
+    urns = sorted(set().union(*(set(f.get_column("urn").to_list()) for f in per_term)))
+    index = {urn: i for i, urn in enumerate(urns)}
+    n, t = len(urns), len(terms)
+    columns: dict[str, Any] = {
+        "urn": np.repeat(np.array(urns, dtype=object), t),
+        "term": np.tile(np.array(terms, dtype=object), n),
+    }
+    designs, alphas = {}, {}
+    rho = float(settings.get("cusum_rho", 2.0))
+    rate = float(settings.get("cusum_false_signals_per_school_year", 0.01))
+    for outcome in outcomes:
+        grids = {
+            name: np.zeros((n, t))
+            for name in ("observed", "expected", "decisions", "expected_decisions")
+        }
+        bands = np.full((n, t), "too_few", dtype=object)
+        present = np.zeros((n, t), dtype=bool)
+        for j, frame in enumerate(per_term):
+            if f"{outcome}_observed" not in frame.columns:
+                continue
+            rows = np.array([index[u] for u in frame.get_column("urn").to_list()], dtype=int)
+            present[rows, j] = True
+            for name, grid in grids.items():
+                values = frame.get_column(f"{outcome}_{name}").cast(pl.Float64).fill_null(0.0)
+                grid[rows, j] = values.to_numpy()
+            bands[rows, j] = frame.get_column(f"{outcome}_band").fill_null("too_few").to_numpy()
+        o, e = grids["decisions"], grids["expected_decisions"]
+        year = _rolling_pooled(o, e, TERMS_PER_YEAR, settings)
+        whole = _rolling_pooled(o, e, t, settings)
+        alphas[outcome] = {
+            "year": year[-1].overdispersion.alpha,
+            "history": whole[-1].overdispersion.alpha,
+        }
+        shape = e.mean(axis=0) if e.mean() > 0 else np.ones(t)
+        design = design_cusum(
+            terms=t,
+            rho=rho,
+            alpha=alphas[outcome]["history"],
+            rate=rate,
+            term_shape=np.where(
+                shape > 0, shape, shape[shape > 0].min() if (shape > 0).any() else 1.0
+            ),
+        )
+        designs[outcome] = design
+        mean_e = np.where(
+            present.any(axis=1), e.sum(axis=1) / np.maximum(present.sum(axis=1), 1), 0.0
+        )
+        limit = design.limit_for(np.maximum(mean_e, design.grid[0]))
+        steps = nb_cusum_steps(o, e, rho, design.alpha)
+        sums, signals = cusum_with_reset(steps, limit[:, None])
+        hits = beyond_95(bands.astype(str))
+        last_signal = _last_true_index(signals)
+        prefix = f"{outcome}_"
+        columns.update(
+            {
+                prefix + "observed": grids["observed"].ravel(),
+                prefix + "expected": grids["expected"].ravel(),
+                prefix + "band": bands.ravel(),
+                prefix + "on_roll": present.ravel(),
+                prefix + "cusum": sums.ravel(),
+                prefix + "cusum_limit": np.repeat(limit, t),
+                prefix + "cusum_signal": signals.ravel(),
+                prefix + "cusum_terms_since_signal": _since(last_signal).ravel(),
+                prefix + "terms_95_run": trailing_run(hits).ravel(),
+                prefix + "terms_95_of_3": trailing_count(hits, 3).ravel(),
+                prefix + f"terms_95_of_{TERMS_SHOWN}": trailing_count(hits, TERMS_SHOWN).ravel(),
+                prefix + "terms_of_6": trailing_count(present, TERMS_SHOWN).ravel(),
+            }
+        )
+        for scope, pooled in (("year", year), ("history", whole)):
+            columns[prefix + f"{scope}_observed"] = np.stack(
+                [p.observed for p in pooled], 1
+            ).ravel()
+            columns[prefix + f"{scope}_expected"] = np.stack(
+                [p.expected for p in pooled], 1
+            ).ravel()
+            columns[prefix + f"{scope}_p"] = np.stack([p.p for p in pooled], 1).ravel()
+            columns[prefix + f"{scope}_band"] = np.stack([p.band for p in pooled], 1).ravel()
+    frame = pl.DataFrame(
+        {k: (v.tolist() if v.dtype == object else v) for k, v in columns.items()}
+    ).with_columns(
+        pl.col("term").replace_strict({term: i for i, term in enumerate(terms)}).alias("term_index")
+    )
+    return Timeline(list(terms), frame, designs, alphas)
+
+
+def _rolling_pooled(
+    o: FloatArray, e: FloatArray, width: int, settings: Mapping[str, Any]
+) -> list[Pooled]:
+    """The pooled test over the `width` terms up to each term, for every term."""
+    return [
+        pooled_test(
+            o[:, max(0, j - width + 1) : j + 1], e[:, max(0, j - width + 1) : j + 1], settings
+        )
+        for j in range(o.shape[1])
+    ]
+
+
+def _last_true_index(flags: BoolArray) -> NDArray[np.int64]:
+    """For each term, the index of the latest term up to it that is True (-1: none)."""
+    positions = np.where(flags, np.arange(flags.shape[-1]), -1)
+    return np.maximum.accumulate(positions, axis=-1)
+
+
+def _since(last: NDArray[np.int64]) -> FloatArray:
+    """Terms since the latest signal (0 = this term), NaN when there was none."""
+    now = np.arange(last.shape[-1])
+    return np.where(last >= 0, now - last, np.nan)

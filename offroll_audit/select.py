@@ -1,8 +1,9 @@
 """Select schools for audit by the profile's rules, each with the reason in words.
 
 A rule is one of three kinds (see thresholds/default.toml):
-- count rules: a band of one outcome (ehe, unexplained, y10_loss), optionally
-  with a minimum count, and the Ofsted-style floors (min_exits, min_share);
+- count rules: a band of one outcome (ehe, unexplained, y10_loss) over this term, the last
+  year or the whole history, optionally with a minimum count, a recent CUSUM signal or
+  persistence over terms, and the Ofsted-style floors (min_exits, min_share);
 - letter rules: a school-authored template used by several families;
 - flag rules: at least N exits with a flag (e.g. a statutory breach).
 """
@@ -16,18 +17,10 @@ from offroll_audit.profile import Profile
 
 def rule_holds(columns: list[str], rule: dict, floors: dict) -> pl.Expr | None:
     """Boolean expression over the per-school frame for one rule; None when the frame lacks a
-    column the rule reads (e.g. y10_loss without any Year 10 pupils): the rule never holds."""
+    column the rule reads (e.g. y10_loss without any Year 10 pupils, or a rule over terms on a
+    single-window audit): the rule never holds."""
     if "outcome" in rule:
-        outcome = rule["outcome"]
-        needed = [f"{outcome}_observed", f"{outcome}_band", f"{outcome}_cohort"]
-        observed = pl.col(f"{outcome}_observed")
-        minimum = max(int(rule.get("min_observed", 0)), int(floors.get("min_exits", 0)))
-        share = observed / pl.col(f"{outcome}_cohort").cast(pl.Float64)
-        holds = (
-            pl.col(f"{outcome}_band").is_in(rule.get("bands", ["high_998"]))
-            & (observed >= minimum)
-            & (share.fill_nan(0.0) >= float(floors.get("min_share", 0.0)))
-        )
+        needed, holds = _outcome_rule(rule, floors)
     elif "letters_min_families" in rule:
         needed = ["template_families"]
         holds = pl.col("template_families") >= int(rule["letters_min_families"])
@@ -37,6 +30,41 @@ def rule_holds(columns: list[str], rule: dict, floors: dict) -> pl.Expr | None:
     else:
         raise ValueError(f"rule {rule.get('code')}: needs outcome, letters_min_families or flag")
     return holds.fill_null(False) if set(needed) <= set(columns) else None
+
+
+SCOPES = ("term", "year", "history")
+
+
+def _outcome_rule(rule: dict, floors: dict) -> tuple[list[str], pl.Expr]:
+    """An outcome's counts judged over a scope (this term, the last year, the whole history),
+    optionally also needing a CUSUM signal and persistence; every condition given must hold.
+
+    Floors (min_exits, min_share) apply to the scope's observed count: a year's rule needs
+    the exits of the year, not of the last term alone.
+    """
+    outcome, scope = rule["outcome"], rule.get("scope", "term")
+    if scope not in SCOPES:
+        raise ValueError(f"rule {rule.get('code')}: scope must be one of {', '.join(SCOPES)}")
+    at = f"{outcome}_" if scope == "term" else f"{outcome}_{scope}_"
+    observed = pl.col(f"{at}observed")
+    minimum = max(int(rule.get("min_observed", 0)), int(floors.get("min_exits", 0)))
+    share = observed / pl.col(f"{outcome}_cohort").cast(pl.Float64)
+    needed = [f"{at}observed", f"{outcome}_cohort"]
+    holds = (observed >= minimum) & (share.fill_nan(0.0) >= float(floors.get("min_share", 0.0)))
+    if "bands" in rule:
+        needed.append(f"{at}band")
+        holds &= pl.col(f"{at}band").is_in(rule["bands"])
+    if "cusum_signal_within_terms" in rule:
+        needed.append(f"{outcome}_cusum_terms_since_signal")
+        since = pl.col(f"{outcome}_cusum_terms_since_signal")
+        holds &= since < int(rule["cusum_signal_within_terms"])
+    if "min_terms_beyond_95" in rule:
+        width = int(rule.get("of_last_terms", 3))
+        if width not in (3, 6):
+            raise ValueError(f"rule {rule.get('code')}: of_last_terms must be 3 or 6")
+        needed.append(f"{outcome}_terms_95_of_{width}")
+        holds &= pl.col(f"{outcome}_terms_95_of_{width}") >= int(rule["min_terms_beyond_95"])
+    return needed, holds
 
 
 def select_schools(schools: pl.DataFrame, profile: Profile) -> pl.DataFrame:

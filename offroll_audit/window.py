@@ -67,13 +67,39 @@ def term_window(term: str) -> Window:
 
 
 def choose_window(
-    exits: pl.DataFrame, term: str | None, start: date | None, end: date | None
+    exits: pl.DataFrame,
+    term: str | None,
+    start: date | None,
+    end: date | None,
+    calendar: Calendar | None = None,
 ) -> Window:
-    """The window from --term, --from/--to, or the span of the exits."""
+    """The window from --term, --from/--to, or, for termly data, the latest complete term;
+    otherwise the span of the exits. On termly data a --term must be one the data hold."""
     if term and (start or end):
         raise UsageError("give either --term or --from/--to, not both")
+    termly = calendar is not None and calendar.termly
     if term:
-        return term_window(term)
+        window = term_window(term)
+        if (
+            termly
+            and window.source.startswith("term ")
+            and term.upper() not in calendar.census_terms
+        ):
+            raise UsageError(
+                f"--term {term}: the data have no census for it; terms in the data: "
+                + ", ".join(calendar.census_terms)
+            )
+        return window
+    if termly and not (start or end):
+        complete = calendar.complete_terms()
+        if not complete:
+            raise UsageError(
+                "no term in the data is complete yet (exits do not reach its last weeks); "
+                "give --term or --from/--to"
+            )
+        latest = complete[-1]
+        chosen = term_window(latest)
+        return Window(chosen.start, chosen.end, f"term {latest}, the latest complete term")
     if start and end:
         if end < start:
             raise UsageError("--to is before --from")
@@ -119,3 +145,112 @@ def pick_census(pupils: pl.DataFrame, window: Window) -> pl.DataFrame:
         day.filter(day <= window.end).min().over(keys),
     )
     return pupils.filter(day == chosen)
+
+
+# --------------------------------------------------------------------------- terms over years
+
+TERM_NAMES = ("AUT", "SPR", "SUM")
+TERMS_PER_YEAR = 3
+
+
+def term_index(term: str) -> int:
+    """Terms in order: 3 x the school year's first calendar year + 0 (AUT), 1 (SPR), 2 (SUM).
+    2024-AUT and 2025-SPR are both in school year 2024-25."""
+    year_text, name = term.upper().split("-")
+    position = TERM_NAMES.index(name)
+    return 3 * (int(year_text) - (0 if position == 0 else 1)) + position
+
+
+def term_of_index(index: int) -> str:
+    year, position = divmod(index, 3)
+    return f"{year + (0 if position == 0 else 1)}-{TERM_NAMES[position]}"
+
+
+def term_of_day(day: date) -> str:
+    """The term a date falls in (term_window's calendar)."""
+    if day.month >= 9:
+        return f"{day.year}-AUT"
+    return f"{day.year}-{'SPR' if day <= easter_sunday(day.year) else 'SUM'}"
+
+
+def school_year_of(term: str) -> str:
+    start = term_index(term) // 3
+    return f"{start}-{(start + 1) % 100:02d}"
+
+
+# The data reach a term's end when they hold exits in its last weeks of teaching: the calendar
+# window runs to 31 Dec, Easter Sunday or 31 Aug, and teaching stops a week or more before.
+COMPLETE_WITHIN_DAYS = {"AUT": 35, "SPR": 35, "SUM": 63}
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """The terms a dataset covers: those with a census in pupils.csv, in order, and the last
+    day its exits reach. Termly data (a census in at least two terms of one school year)
+    can be audited term by term with each earlier term as history."""
+
+    census_terms: tuple[str, ...]
+    data_end: date | None
+
+    @classmethod
+    def of(cls, pupils: pl.DataFrame, exits: pl.DataFrame) -> Calendar:
+        censuses = pupils.get_column("census").drop_nulls().unique().to_list()
+        terms = tuple(sorted({c.upper() for c in censuses}, key=term_index))
+        dates = exits.get_column("exit_date").drop_nulls()
+        return cls(terms, dates.max() if not dates.is_empty() else None)  # type: ignore[arg-type]
+
+    @property
+    def termly(self) -> bool:
+        years = [school_year_of(t) for t in self.census_terms]
+        return len(years) != len(set(years))
+
+    def is_complete(self, term: str) -> bool:
+        """A later census exists, or the exits reach the term's last weeks."""
+        if any(term_index(t) > term_index(term) for t in self.census_terms):
+            return True
+        name = term.split("-")[1]
+        last = term_window(term).end - timedelta(days=COMPLETE_WITHIN_DAYS[name])
+        return self.data_end is not None and self.data_end >= last
+
+    def complete_terms(self) -> list[str]:
+        return [t for t in self.census_terms if self.is_complete(t)]
+
+    def history_before(self, window: Window) -> list[str]:
+        """The complete census terms that end before the window starts, oldest first."""
+        return [t for t in self.complete_terms() if term_window(t).end < window.start]
+
+
+def pick_term_census(pupils: pl.DataFrame, exits: pl.DataFrame, term: str) -> pl.DataFrame:
+    """The roll of one term of termly data, one row per pupil per school: the term's own
+    census; and, for a pupil with an exit in the term but no row in its census (they left
+    before census day), their latest earlier census row, so every exit has its pupil."""
+    window = term_window(term)
+    wanted = term.upper()
+    keys = ["pupil_id", "urn"]
+    own = pupils.filter(pl.col("census") == wanted)
+    left = (
+        exits.filter(pl.col("exit_date").is_between(window.start, window.end))
+        .select(keys)
+        .unique()
+        .join(own.select(keys), on=keys, how="anti")
+    )
+    if left.is_empty():
+        return own
+    earlier_terms = [
+        c
+        for c in pupils.get_column("census").drop_nulls().unique().to_list()
+        if term_index(c) < term_index(wanted)
+    ]
+    order = {c: term_index(c) for c in earlier_terms}
+    earlier = (
+        pupils.filter(pl.col("census").is_in(earlier_terms))
+        .join(left, on=keys, how="semi")
+        .with_columns(pl.col("census").replace_strict(order, return_dtype=pl.Int64).alias("_at"))
+        .filter(pl.col("_at") == pl.col("_at").max().over(keys))
+        .drop("_at")
+    )
+    return (
+        pl.concat([own, earlier], how="vertical").sort("line")
+        if "line" in own.columns
+        else pl.concat([own, earlier])
+    )
