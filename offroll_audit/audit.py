@@ -19,13 +19,21 @@ from pathlib import Path
 import polars as pl
 
 from offroll_audit import expected as exp
+from offroll_audit import monitoring
 from offroll_audit import significance as stats
 from offroll_audit.classify import FLAGS, classify_exits, flag_counts
 from offroll_audit.profile import Profile, load_profile
 from offroll_audit.progress import SILENT, Progress
 from offroll_audit.schema import Dataset
 from offroll_audit.select import select_schools
-from offroll_audit.window import Window, choose_window, pick_census
+from offroll_audit.window import (
+    Calendar,
+    Window,
+    choose_window,
+    pick_census,
+    pick_term_census,
+    term_window,
+)
 
 OUTCOMES = ("ehe", "unexplained", "y10_loss")
 OUTCOME_LABEL = {
@@ -85,6 +93,79 @@ class AuditResult:
     outcomes: dict[str, OutcomeResult]
     letters: object | None
     warnings: list[str] = field(default_factory=list)
+    history: History | None = None  # termly data: every earlier complete term
+
+
+@dataclass
+class History:
+    """An audit of termly data sees each school's earlier terms (termly monitoring).
+
+    `terms` are the complete terms up to the audited one, oldest first; `timeline` holds per
+    school per term the term's own statistics and what had accumulated by then (pooled
+    tests, CUSUM, persistence: monitoring.py); `selected` says, per term, which schools the
+    profile's rules would have selected then and why (for the "Since last term" view).
+    """
+
+    terms: list[str]
+    timeline: monitoring.Timeline
+    selected: pl.DataFrame  # urn, term, audit, audit_reasons
+
+    def since_last_term(self) -> pl.DataFrame:
+        """Per school: `status` newly / still / no_longer selected against the previous term
+        (null when selected in neither), `started` the first term of its run of selection
+        (the one that ended last term, for no_longer), and last term's reasons."""
+        order = {term: i for i, term in enumerate(self.terms)}
+        frame = self.selected.with_columns(
+            pl.col("term").replace_strict(order, return_dtype=pl.Int64).alias("_at")
+        ).sort("urn", "_at")
+        # a run of selected terms starts where the previous term was not selected
+        runs = frame.with_columns(
+            (pl.col("audit") & ~pl.col("audit").shift(1, fill_value=False).over("urn"))
+            .cum_sum()
+            .over("urn")
+            .alias("_run")
+        ).with_columns(
+            pl.col("term").first().over("urn", "_run").alias("_started"),
+        )
+        now, before = len(self.terms) - 1, len(self.terms) - 2
+        current = runs.filter(pl.col("_at") == now).select("urn", "audit", "_started")
+        previous = runs.filter(pl.col("_at") == before).select(
+            "urn",
+            pl.col("audit").alias("_before"),
+            pl.col("_started").alias("_started_before"),
+            pl.col("audit_reasons").alias("previous_reasons"),
+        )
+        joined = current.join(previous, on="urn", how="left").with_columns(
+            pl.col("_before").fill_null(False)
+        )
+        return joined.select(
+            "urn",
+            pl.when(pl.col("audit") & pl.col("_before"))
+            .then(pl.lit("still"))
+            .when(pl.col("audit"))
+            .then(pl.lit("newly"))
+            .when(pl.col("_before"))
+            .then(pl.lit("no_longer"))
+            .alias("status"),
+            pl.when(pl.col("audit"))
+            .then(pl.col("_started"))
+            .when(pl.col("_before"))
+            .then(pl.col("_started_before"))
+            .alias("started"),
+            "previous_reasons",
+        )
+
+
+@dataclass
+class WindowAudit:
+    """One window's classified exits, case-mix roll, outcome tests and school frame."""
+
+    window: Window
+    exits: pl.DataFrame
+    roll: pl.DataFrame
+    outcomes: dict[str, OutcomeResult]
+    schools: pl.DataFrame
+    warnings: list[str]
 
 
 def outcome_filters() -> dict[str, pl.Expr]:
@@ -108,16 +189,64 @@ def _import_quietly() -> None:
 
 
 def run_audit(dataset: Dataset, options: AuditOptions, progress: Progress = SILENT) -> AuditResult:
-    """The whole audit of a loaded dataset (see the module's docstring); writes nothing."""
+    """The whole audit of a loaded dataset (see the module's docstring); writes nothing.
+
+    On termly data (a census each term) the audited term is judged with its history: every
+    earlier complete term is audited the same way, and what accumulates over them (pooled
+    tests, CUSUM, persistence) joins the school frame before the selection rules run.
+    """
     warm_up()  # a no-op once statsmodels is imported
     profile = options.profile
-    window = choose_window(dataset.exits, options.term, options.start, options.end)
-    pupils = pick_census(dataset.pupils, window)
+    calendar = Calendar.of(dataset.pupils, dataset.exits)
+    window = choose_window(dataset.exits, options.term, options.start, options.end, calendar)
     letters = None
     if options.letters and dataset.has_letters:
         from offroll_audit.letters import run_letters
 
         letters = run_letters(dataset, options.known_templates, progress=progress)
+    termly = calendar.termly and window.source != "given --from/--to"
+    current = assess_window(dataset, window, options, letters, termly)
+    schools, history = current.schools, None
+    terms = calendar.terms_through(window) if termly else []
+    if len(terms) > 1:
+        with progress.step(f"History: {len(terms)} terms"):
+            history = assess_history(dataset, terms, current, options, letters)
+        at_now = history.timeline.at(terms[-1])
+        schools = schools.join(
+            at_now.select("urn", *_timeline_columns(at_now)), on="urn", how="left"
+        ).join(
+            history.since_last_term().select(
+                "urn",
+                pl.col("status").alias("since_last_term"),
+                pl.col("started").alias("selected_since"),
+            ),
+            on="urn",
+            how="left",
+        )
+    schools = select_schools(schools, profile)
+    schools = restrict(schools, options)
+    return AuditResult(
+        window,
+        options,
+        schools,
+        current.exits,
+        current.outcomes,
+        letters,
+        current.warnings,
+        history,
+    )
+
+
+def assess_window(
+    dataset: Dataset, window: Window, options: AuditOptions, letters, termly: bool = False
+) -> WindowAudit:
+    """Classify, expected counts and tests for one window, and the flat school frame (before
+    selection). On termly data a term's roll is its own census (pick_term_census)."""
+    profile = options.profile
+    if termly:
+        pupils = pick_term_census(dataset.pupils, dataset.exits, window)
+    else:
+        pupils = pick_census(dataset.pupils, window)
     templated = letters.school_template_ids() if letters is not None else None
     exits = classify_exits(dataset.exits, pupils, dataset.schools, window, profile, templated)
     case_mix = list(profile.statistics.get("case_mix", exp.DEFAULT_CASE_MIX))
@@ -135,7 +264,10 @@ def run_audit(dataset: Dataset, options: AuditOptions, progress: Progress = SILE
                 f"{OUTCOME_LABEL[outcome]}: the baseline {options.baseline} has no "
                 "rates for them, so they were not tested"
             )
-    outcomes = assess_outcomes(tested, window, options)
+    decisions = (
+        decisions_by_school(exits) if profile.statistics.get("count_families", True) else None
+    )
+    outcomes = assess_outcomes(tested, window, options, decisions)
     warnings += [
         f"{OUTCOME_LABEL[outcome]}: {NOBODY_AT_RISK[outcome]}, so they were not tested"
         for outcome in OUTCOMES
@@ -150,9 +282,56 @@ def run_audit(dataset: Dataset, options: AuditOptions, progress: Progress = SILE
         if result.overdispersion.warning and judged:
             warnings.append(f"{label}: {result.overdispersion.warning}")
     schools = school_table(dataset, roll, exits, outcomes, letters)
-    schools = select_schools(schools, profile)
-    schools = restrict(schools, options)
-    return AuditResult(window, options, schools, exits, outcomes, letters, warnings)
+    return WindowAudit(window, exits, roll, outcomes, schools, warnings)
+
+
+def assess_history(
+    dataset: Dataset, terms: list[str], current: WindowAudit, options: AuditOptions, letters
+) -> History:
+    """Audit each term as the current window was (reusing it when it is one of the terms),
+    build the timeline, and select at each term with what had accumulated by then."""
+    audits = [
+        current
+        if current.window.term == term
+        else assess_window(dataset, term_window(term), options, letters, True)
+        for term in terms
+    ]
+    frames = [audit.schools for audit in audits]
+    timeline = monitoring.build_timeline(frames, terms, options.profile.statistics)
+    selected = []
+    for term, frame in zip(terms, frames, strict=True):
+        at = timeline.at(term)
+        joined = frame.join(at.select("urn", *_timeline_columns(at)), on="urn", how="left")
+        chosen = select_schools(joined, options.profile).select("urn", "audit", "audit_reasons")
+        selected.append(chosen.with_columns(pl.lit(term).alias("term")))
+    return History(terms, timeline, pl.concat(selected))
+
+
+def _timeline_columns(at: pl.DataFrame) -> list[str]:
+    """The accumulated columns of a timeline row (the term's own ones are in the frame)."""
+    own = {
+        f"{o}_{c}"
+        for o in monitoring.OUTCOMES
+        for c in ("observed", "expected", "band", "decisions", *monitoring.LIMITS)
+    }
+    internal = {f"{o}_{c}" for o in monitoring.OUTCOMES for c in ("on_roll", "cusum_signal")}
+    return [c for c in at.columns if c != "urn" and c not in own | internal]
+
+
+def decisions_by_school(exits: pl.DataFrame) -> pl.DataFrame:
+    """Per school, for each outcome, the independent decisions behind its count: distinct
+    families (family_id where known, else the pupil) among the exits that count. Five
+    siblings leaving together are one family's decision (monitoring.family_scaled)."""
+    counted = exits.filter(pl.col("in_window") & pl.col("pupil_line").is_not_null())
+    who = (
+        pl.when(pl.col("family_id").is_not_null())
+        .then(pl.lit("f:") + pl.col("family_id"))
+        .otherwise(pl.lit("p:") + pl.col("pupil_id"))
+    )
+    return counted.group_by("urn").agg(
+        who.filter(condition).n_unique().alias(outcome)
+        for outcome, condition in outcome_filters().items()
+    )
 
 
 def outcome_cells(
@@ -180,20 +359,36 @@ def outcome_cells(
 
 
 def assess_outcomes(
-    cells: dict[str, tuple[pl.DataFrame, list[str]]], window: Window, options: AuditOptions
+    cells: dict[str, tuple[pl.DataFrame, list[str]]],
+    window: Window,
+    options: AuditOptions,
+    decisions: pl.DataFrame | None = None,
 ) -> dict[str, OutcomeResult]:
     """assess_outcome for each outcome, in parallel threads: the work is numpy, scipy and polars
     calls that release the GIL, and on two cores this saves about a second at national scale."""
     with ThreadPoolExecutor(max_workers=max(len(cells), 1)) as pool:
         futures = {
-            outcome: pool.submit(assess_outcome, frame, outcome, mix, window, options)
+            outcome: pool.submit(
+                assess_outcome, frame, outcome, mix, window, options, _decisions(decisions, outcome)
+            )
             for outcome, (frame, mix) in cells.items()
         }
         return {outcome: future.result() for outcome, future in futures.items()}
 
 
+def _decisions(decisions: pl.DataFrame | None, outcome: str) -> pl.DataFrame | None:
+    if decisions is None:
+        return None
+    return decisions.select("urn", pl.col(outcome).alias("decisions"))
+
+
 def assess_outcome(
-    cells: pl.DataFrame, outcome: str, case_mix: list[str], window: Window, options: AuditOptions
+    cells: pl.DataFrame,
+    outcome: str,
+    case_mix: list[str],
+    window: Window,
+    options: AuditOptions,
+    decisions: pl.DataFrame | None = None,
 ) -> OutcomeResult:
     """Expected counts, then the tests; a local baseline is first refitted without the clear
     outliers so that they do not inflate their own yardstick (see refit_without_outliers)."""
@@ -212,7 +407,9 @@ def assess_outcome(
         path = exp.baseline_path(options.baseline)
         rates, source = exp.file_rates(path, outcome, cells, case_mix, window)
         baseline = exp.Baseline("file", source, rates, "published relative risks")
-    tested, groups, alpha = _expected_and_tests(cells, baseline, case_mix, options, own_rates)
+    tested, groups, alpha = _expected_and_tests(
+        cells, baseline, case_mix, options, own_rates, decisions
+    )
     fpr = None
     if options.method == "funnelplotr":
         fpr = stats.funnelplotr_shmi(tested["observed"].to_numpy(), tested["expected"].to_numpy())
@@ -233,7 +430,7 @@ def guard_baseline(
     baseline.excluded_urns = excluded
     baseline.note = refit_note(excluded, stuck)
     suspects = leave_one_out_candidates(p, baseline.excluded_urns)
-    left_out = exp.leave_one_out(layout, case_mix, model, suspects, terms)
+    left_out = exp.leave_one_out(layout, case_mix, model, suspects, terms, excluded=excluded)
     baseline.left_out_urns = left_out.judged
     baseline.warnings += left_out.warnings
     baseline.notes += left_out.notes
@@ -337,15 +534,50 @@ def _expected_and_tests(
     case_mix: list[str],
     options: AuditOptions,
     own_rates: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+    decisions: pl.DataFrame | None = None,
 ):
-    """Expected counts (leave-one-out where given, with their variance) and the tests."""
+    """Expected counts (leave-one-out where given, with their variance) and the tests; with
+    `decisions` (urn, families), the tests count family decisions (see family_scaled)."""
     rates, variance = own_rates if own_rates is not None else (None, None)
     with_expected = exp.expected_by_cell(cells, baseline.rates, case_mix, rates)
     totals = exp.school_totals(with_expected)
     if variance is not None:
         totals = totals.join(variance, on="urn", how="left")
-    tested, alpha = stats.test_schools(totals, options.profile.statistics, options.method)
+    if decisions is None:
+        tested, alpha = stats.test_schools(totals, options.profile.statistics, options.method)
+    else:
+        scaled = family_scaled(totals, decisions)
+        tested, alpha = stats.test_schools(scaled, options.profile.statistics, options.method)
+        tested = tested.with_columns(
+            pl.col("observed").alias("decisions"),
+            pl.col("expected").alias("expected_decisions"),
+            pl.col("_pupils").alias("observed"),
+            pl.col("_expected").alias("expected"),
+        ).drop("_pupils", "_expected")
     return tested, exp.group_breakdown(with_expected), alpha
+
+
+def family_scaled(totals: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFrame:
+    """The totals as the tests see them: observed = the school's family decisions, expected
+    (and its variance) divided by the same design effect (monitoring.family_scaled); the
+    pupils' counts ride along as _pupils and _expected."""
+    frame = totals.join(decisions, on="urn", how="left")
+    observed = frame.get_column("observed").cast(pl.Float64).to_numpy()
+    families = frame.get_column("decisions").fill_null(frame.get_column("observed"))
+    families = families.cast(pl.Float64).clip(upper_bound=frame.get_column("observed")).to_numpy()
+    o, e = monitoring.family_scaled(
+        observed, families, frame.get_column("expected").cast(pl.Float64).to_numpy()
+    )
+    scale = e / frame.get_column("expected").cast(pl.Float64).to_numpy().clip(min=1e-300)
+    scaled = frame.with_columns(
+        pl.col("observed").alias("_pupils"),
+        pl.col("expected").alias("_expected"),
+        pl.Series("observed", o.round().astype("int64")),
+        pl.Series("expected", e),
+    ).drop("decisions")
+    if "expected_variance" in scaled.columns:
+        scaled = scaled.with_columns(pl.col("expected_variance") * pl.Series(scale**2))
+    return scaled
 
 
 def school_table(

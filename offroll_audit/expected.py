@@ -880,8 +880,11 @@ def leave_one_out(
     urns: list[str],
     terms: Terms | None = None,
     iterations: int = 5,
+    excluded: list[str] | None = None,
 ) -> LeaveOneOut:
-    """For each given school, the rates of its own case-mix patterns fitted without its pupils.
+    """For each given school, the rates of its own case-mix patterns fitted without its pupils
+    and without the `excluded` schools (the robust refit's outliers: a school like an
+    off-roller must not be judged against rates the off-roller inflated).
 
     A school that loses many vulnerable pupils raises the pooled rates for exactly those
     pupils and so its own expected count (in a 40-school LA, by half). Refitting for every
@@ -899,8 +902,9 @@ def leave_one_out(
     """
     empty = pl.DataFrame(schema={"urn": pl.String, "pattern": pl.UInt64, "rate": pl.Float64})
     no_variance = pl.DataFrame(schema={"urn": pl.String, "expected_variance": pl.Float64})
-    chosen = layout.urns.is_in(urns).to_numpy()  # per school
-    all_trials, all_events = layout.pattern_sums()
+    kept = ~layout.urns.is_in(excluded or []).to_numpy()  # per school
+    chosen = layout.urns.is_in(urns).to_numpy() & kept
+    all_trials, all_events = layout.pattern_sums(kept[layout.school].astype(float))
     own_events = np.bincount(layout.school, weights=layout.events, minlength=layout.urns.len())
     alone = chosen & (own_events >= all_events.sum()) & (all_events.sum() > 0)  # nobody else had
     warnings = []

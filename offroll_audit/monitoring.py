@@ -66,6 +66,7 @@ class Pooled:
     observed: FloatArray
     expected: FloatArray
     p: FloatArray
+    q: FloatArray  # Benjamini-Hochberg over the schools with expected exits
     band: NDArray[np.str_]
     overdispersion: stats.Overdispersion
 
@@ -95,7 +96,7 @@ def pooled_test(observed: FloatArray, expected: FloatArray, settings: Mapping[st
         float(settings.get("p_high_998", 0.001)),
         float(settings.get("p_high_95", 0.025)),
     )
-    return Pooled(o, e, p, bands, fit)
+    return Pooled(o, e, p, stats.bh_qvalues(p), bands, fit)
 
 
 # ------------------------------------------------------------------------------------- CUSUM
@@ -248,6 +249,8 @@ def trailing_count(hits: BoolArray, width: int) -> NDArray[np.int64]:
 
 OUTCOMES = ("ehe", "unexplained")
 TERMS_SHOWN = 6  # "above the 95% limit in 4 of the last 6 terms"
+FALLBACK = {"decisions": "observed", "expected_decisions": "expected"}
+LIMITS = ("limit95_high", "limit998_high")  # funnel limits of the ratio, for the history chart
 
 
 @dataclass
@@ -300,6 +303,7 @@ def build_timeline(
             name: np.zeros((n, t))
             for name in ("observed", "expected", "decisions", "expected_decisions")
         }
+        limits = {name: np.full((n, t), np.nan) for name in LIMITS}
         bands = np.full((n, t), "too_few", dtype=object)
         present = np.zeros((n, t), dtype=bool)
         for j, frame in enumerate(per_term):
@@ -308,9 +312,16 @@ def build_timeline(
             rows = np.array([index[u] for u in frame.get_column("urn").to_list()], dtype=int)
             present[rows, j] = True
             for name, grid in grids.items():
-                values = frame.get_column(f"{outcome}_{name}").cast(pl.Float64).fill_null(0.0)
+                column = f"{outcome}_{name}"
+                if column not in frame.columns:  # families not counted: pupils are the decisions
+                    column = f"{outcome}_{FALLBACK[name]}"
+                values = frame.get_column(column).cast(pl.Float64).fill_null(0.0)
                 grid[rows, j] = values.to_numpy()
             bands[rows, j] = frame.get_column(f"{outcome}_band").fill_null("too_few").to_numpy()
+            for name, grid in limits.items():
+                if f"{outcome}_{name}" in frame.columns:
+                    values = frame.get_column(f"{outcome}_{name}").cast(pl.Float64)
+                    grid[rows, j] = values.fill_null(np.nan).to_numpy()
         o, e = grids["decisions"], grids["expected_decisions"]
         year = _rolling_pooled(o, e, TERMS_PER_YEAR, settings)
         whole = _rolling_pooled(o, e, t, settings)
@@ -334,7 +345,7 @@ def build_timeline(
         )
         limit = design.limit_for(np.maximum(mean_e, design.grid[0]))
         steps = nb_cusum_steps(o, e, rho, design.alpha)
-        sums, signals = cusum_with_reset(steps, limit[:, None])
+        sums, signals = cusum_with_reset(steps, limit)
         hits = beyond_95(bands.astype(str))
         last_signal = _last_true_index(signals)
         prefix = f"{outcome}_"
@@ -343,6 +354,8 @@ def build_timeline(
                 prefix + "observed": grids["observed"].ravel(),
                 prefix + "expected": grids["expected"].ravel(),
                 prefix + "band": bands.ravel(),
+                prefix + "decisions": o.ravel(),
+                **{prefix + name: grid.ravel() for name, grid in limits.items()},
                 prefix + "on_roll": present.ravel(),
                 prefix + "cusum": sums.ravel(),
                 prefix + "cusum_limit": np.repeat(limit, t),
@@ -354,14 +367,14 @@ def build_timeline(
                 prefix + "terms_of_6": trailing_count(present, TERMS_SHOWN).ravel(),
             }
         )
-        for scope, pooled in (("year", year), ("history", whole)):
-            columns[prefix + f"{scope}_observed"] = np.stack(
-                [p.observed for p in pooled], 1
-            ).ravel()
-            columns[prefix + f"{scope}_expected"] = np.stack(
-                [p.expected for p in pooled], 1
-            ).ravel()
+        for scope, pooled, width in (("year", year, TERMS_PER_YEAR), ("history", whole, t)):
+            # reported in pupils; tested (p, band) in family decisions
+            columns[prefix + f"{scope}_observed"] = (
+                _rolling_sum(grids["observed"], width).round().astype(np.int64).ravel()
+            )
+            columns[prefix + f"{scope}_expected"] = _rolling_sum(grids["expected"], width).ravel()
             columns[prefix + f"{scope}_p"] = np.stack([p.p for p in pooled], 1).ravel()
+            columns[prefix + f"{scope}_q"] = np.stack([p.q for p in pooled], 1).ravel()
             columns[prefix + f"{scope}_band"] = np.stack([p.band for p in pooled], 1).ravel()
     frame = pl.DataFrame(
         {k: (v.tolist() if v.dtype == object else v) for k, v in columns.items()}
@@ -381,6 +394,13 @@ def _rolling_pooled(
         )
         for j in range(o.shape[1])
     ]
+
+
+def _rolling_sum(values: FloatArray, width: int) -> FloatArray:
+    """Sum over the `width` terms up to each term (fewer at the start)."""
+    totals = np.cumsum(values, axis=-1)
+    shifted = np.concatenate([np.zeros((values.shape[0], width)), totals], axis=-1)
+    return totals - shifted[:, : values.shape[1]]
 
 
 def _last_true_index(flags: BoolArray) -> NDArray[np.int64]:

@@ -157,6 +157,7 @@ def _build_results(
     reasons_text = rule_text(profile)
     schools = []
     groups = groups_blocks(result, set(result.schools.get_column("urn").to_list()))
+    history = history_blocks(result) if result.history is not None else {}
     for row in json_ready(result.schools).iter_rows(named=True):
         entry = {
             "urn": row["urn"],
@@ -176,6 +177,9 @@ def _build_results(
         }
         entry["flags"] = school_flags(row, result)
         entry["flag_counts"] = {code: row.get(f"flag_{code}", 0) for code in FLAGS}
+        if result.history is not None:
+            entry["monitoring"] = monitoring_block(row, result.history.terms)
+            entry["history"] = history[row["urn"]]
         entry["audit"] = bool(row["audit"])
         entry["audit_reasons"] = list(row["audit_reasons"])
         entry["audit_reasons_text"] = [
@@ -195,12 +199,164 @@ def _build_results(
             o: overdispersion_block(r.overdispersion, r.funnelplotr)
             for o, r in result.outcomes.items()
         },
+        "monitoring": monitoring_summary(result),
         "warnings": result.warnings + (result.letters.warnings if result.letters else []),
         "data_issues": data_issues or [],
         "schools": schools,
         "exits": exit_records(exits),
         "letter_clusters": cluster_records(result.letters, reported),
         "inputs": manifest.get("inputs", {}),
+    }
+
+
+HISTORY_OUTCOMES = ("ehe", "unexplained")
+
+
+def history_blocks(result: AuditResult) -> dict[str, list[dict[str, Any]]]:
+    """Per school, its terms oldest first: each outcome's observed, expected, ratio, band and
+    95% / 99.8% upper limits (of the ratio) that term, and whether it was selected then."""
+    history = result.history
+    frame = json_ready(history.timeline.frame).join(
+        history.selected, on=["urn", "term"], how="left"
+    )
+    blocks: dict[str, list[dict[str, Any]]] = {}
+    for row in frame.sort("urn", "term_index").iter_rows(named=True):
+        entry: dict[str, Any] = {"term": row["term"]}
+        for outcome in HISTORY_OUTCOMES:
+            if not row.get(f"{outcome}_on_roll"):
+                entry[outcome] = None
+                continue
+            observed, expected = row[f"{outcome}_observed"], row[f"{outcome}_expected"]
+            entry[outcome] = {
+                "observed": int(observed),
+                "expected": expected,
+                "ratio": clean_number(observed / expected) if expected else None,
+                "band": row[f"{outcome}_band"],
+                "decisions": int(row[f"{outcome}_decisions"]),
+                "limit95_high": row[f"{outcome}_limit95_high"],
+                "limit998_high": row[f"{outcome}_limit998_high"],
+            }
+        entry["audit"] = bool(row.get("audit"))
+        entry["audit_reasons"] = list(row.get("audit_reasons") or [])
+        blocks.setdefault(row["urn"], []).append(entry)
+    return blocks
+
+
+def monitoring_block(row: dict[str, Any], terms: list[str]) -> dict[str, Any]:
+    """What has accumulated for a school by the audited term, per outcome, with a sentence."""
+    block: dict[str, Any] = {
+        "since_last_term": row.get("since_last_term"),
+        "selected_since": row.get("selected_since"),
+    }
+    for outcome in HISTORY_OUTCOMES:
+        if row.get(f"{outcome}_year_band") is None:
+            continue
+        since = row.get(f"{outcome}_cusum_terms_since_signal")
+        signalled = terms[len(terms) - 1 - int(since)] if since is not None else None
+        pooled = {
+            scope: {
+                "observed": row[f"{outcome}_{scope}_observed"],
+                "expected": row[f"{outcome}_{scope}_expected"],
+                "p": row[f"{outcome}_{scope}_p"],
+                "band": row[f"{outcome}_{scope}_band"],
+            }
+            for scope in ("year", "history")
+        }
+        block[outcome] = {
+            **pooled,
+            "cusum": {
+                "value": row[f"{outcome}_cusum"],
+                "limit": row[f"{outcome}_cusum_limit"],
+                "last_signal": signalled,
+            },
+            "persistence": {
+                "terms_beyond_95_in_a_row": row[f"{outcome}_terms_95_run"],
+                "terms_beyond_95_of_last_6": row[f"{outcome}_terms_95_of_6"],
+                "terms_of_last_6_on_roll": row[f"{outcome}_terms_of_6"],
+            },
+            "summary": monitoring_sentence(outcome, pooled, signalled, row),
+        }
+    return block
+
+
+def monitoring_sentence(
+    outcome: str, pooled: dict[str, dict[str, Any]], signalled: str | None, row: dict[str, Any]
+) -> str:
+    """The accumulated evidence in words, e.g. 'above the 95% limit in 4 of the last 6 terms
+    (2 in a row); over the last year 38 against about 14.2 expected, beyond the 99.8% limit;
+    the running check for twice the expected rate last signalled in 2025-SUM'."""
+    beyond, shown = row[f"{outcome}_terms_95_of_6"], row[f"{outcome}_terms_of_6"]
+    run = row[f"{outcome}_terms_95_run"]
+    parts = [
+        f"above the 95% limit in {beyond} of the last {shown} term(s)"
+        + (f" ({run} in a row, this one included)" if run > 1 else "")
+    ]
+    for scope, words in (("year", "over the last year"), ("history", "over all terms")):
+        block = pooled[scope]
+        if block["expected"]:
+            parts.append(
+                f"{words} {block['observed']} against about {block['expected']:.1f} expected"
+                f"{BAND_WORDS.get(block['band'], '')}"
+            )
+    parts.append(
+        f"the running check (CUSUM) for {RATE_WORDS} last signalled in {signalled}"
+        if signalled
+        else f"the running check (CUSUM) for {RATE_WORDS} has not signalled"
+    )
+    return f"{OUTCOME_LABEL[outcome]}: " + "; ".join(parts)
+
+
+BAND_WORDS = {
+    "high_998": ", beyond the 99.8% limit",
+    "high_95": ", beyond the 95% limit",
+    "too_few": " (too few to test)",
+}
+RATE_WORDS = "a rise to twice the expected rate"
+
+
+def monitoring_summary(result: AuditResult) -> dict[str, Any] | None:
+    """results.json `monitoring`: the terms seen, how the CUSUM limits were set, the pooled
+    alphas, and the "Since last term" lists (schools newly, still, no longer selected)."""
+    history = result.history
+    if history is None:
+        return None
+    timeline = history.timeline
+    names = dict(zip(result.schools["urn"], result.schools["name"], strict=True))
+    since = history.since_last_term().filter(
+        pl.col("urn").is_in(list(names)) & pl.col("status").is_not_null()
+    )
+    lists: dict[str, list[dict[str, Any]]] = {"newly": [], "still": [], "no_longer": []}
+    current = dict(
+        zip(result.schools["urn"], result.schools["audit_reasons"].to_list(), strict=True)
+    )
+    for row in since.sort("urn").iter_rows(named=True):
+        reasons = row["previous_reasons"] if row["status"] == "no_longer" else current[row["urn"]]
+        lists[row["status"]].append(
+            {
+                "urn": row["urn"],
+                "name": names.get(row["urn"]),
+                "started": row["started"],
+                "reasons": list(reasons or []),
+            }
+        )
+    return {
+        "terms": history.terms,
+        "audited_term": history.terms[-1],
+        "previous_term": history.terms[-2],
+        "cusum": {
+            outcome: {
+                "rho": design.rho,
+                "alpha": clean_number(design.alpha),
+                "design_signals_per_school_year": design.rate,
+                "terms": design.terms,
+            }
+            for outcome, design in timeline.designs.items()
+        },
+        "pooled_alpha": {
+            outcome: {scope: clean_number(a) for scope, a in scopes.items()}
+            for outcome, scopes in timeline.pooled_alpha.items()
+        },
+        "since_last_term": lists,
     }
 
 

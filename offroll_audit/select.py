@@ -54,6 +54,9 @@ def _outcome_rule(rule: dict, floors: dict) -> tuple[list[str], pl.Expr]:
     if "bands" in rule:
         needed.append(f"{at}band")
         holds &= pl.col(f"{at}band").is_in(rule["bands"])
+    if "max_q" in rule:  # a false-discovery guard: many schools are tested at once
+        needed.append(f"{at}q")
+        holds &= pl.col(f"{at}q") < float(rule["max_q"])
     if "cusum_signal_within_terms" in rule:
         needed.append(f"{outcome}_cusum_terms_since_signal")
         since = pl.col(f"{outcome}_cusum_terms_since_signal")

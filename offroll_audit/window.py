@@ -16,6 +16,7 @@ class Window:
     start: date
     end: date
     source: str  # how it was chosen, for the manifest and the Method sheet
+    term: str | None = None  # the term it is, when it is one (2024-AUT)
 
     @property
     def days(self) -> int:
@@ -55,7 +56,7 @@ def term_window(term: str) -> Window:
             "SPR": (date(year, 1, 1), easter),
             "SUM": (easter + timedelta(days=1), date(year, 8, 31)),
         }[name]
-        return Window(start, end, f"term {year}-{name}")
+        return Window(start, end, f"term {year}-{name}", f"{year}-{name}")
     if match := re.fullmatch(r"(\d{4})[-/](\d{2})", text):
         year = int(match[1])
         if (year + 1) % 100 != int(match[2]):
@@ -99,7 +100,7 @@ def choose_window(
             )
         latest = complete[-1]
         chosen = term_window(latest)
-        return Window(chosen.start, chosen.end, f"term {latest}, the latest complete term")
+        return Window(chosen.start, chosen.end, f"term {latest}, the latest complete term", latest)
     if start and end:
         if end < start:
             raise UsageError("--to is before --from")
@@ -215,42 +216,48 @@ class Calendar:
     def complete_terms(self) -> list[str]:
         return [t for t in self.census_terms if self.is_complete(t)]
 
-    def history_before(self, window: Window) -> list[str]:
-        """The complete census terms that end before the window starts, oldest first."""
-        return [t for t in self.complete_terms() if term_window(t).end < window.start]
+    def terms_through(self, window: Window) -> list[str]:
+        """The terms a termly audit of `window` sees, oldest first: every complete census term
+        that ends before the window, and the census terms within it (the audited term itself,
+        or a school year's terms)."""
+        before = [t for t in self.complete_terms() if term_window(t).end < window.start]
+        within = [
+            t
+            for t in self.census_terms
+            if window.start <= term_window(t).start and term_window(t).end <= window.end
+        ]
+        return before + within
 
 
-def pick_term_census(pupils: pl.DataFrame, exits: pl.DataFrame, term: str) -> pl.DataFrame:
-    """The roll of one term of termly data, one row per pupil per school: the term's own
-    census; and, for a pupil with an exit in the term but no row in its census (they left
-    before census day), their latest earlier census row, so every exit has its pupil."""
-    window = term_window(term)
-    wanted = term.upper()
+def pick_term_census(pupils: pl.DataFrame, exits: pl.DataFrame, window: Window) -> pl.DataFrame:
+    """The roll of a window of termly data, one row per pupil per school: the first census in
+    the window (a term's own census; a school year's autumn census); and for a pupil with an
+    exit in the window but no row in that census (they left before census day, or joined
+    after it), their latest census row at or before the exit, else their first one. So every
+    exit has its pupil, with the characteristics of the census nearest before it."""
     keys = ["pupil_id", "urn"]
-    own = pupils.filter(pl.col("census") == wanted)
-    left = (
+    days = {c: census_day(c) for c in pupils.get_column("census").drop_nulls().unique().to_list()}
+    within = [c for c, day in days.items() if window.start <= day <= window.end]
+    if not within:
+        return pick_census(pupils, window)
+    main = min(within, key=days.__getitem__)
+    own = pupils.filter(pl.col("census") == main)
+    missing = (
         exits.filter(pl.col("exit_date").is_between(window.start, window.end))
-        .select(keys)
-        .unique()
+        .group_by(keys)
+        .agg(pl.col("exit_date").min().alias("_left"))
         .join(own.select(keys), on=keys, how="anti")
     )
-    if left.is_empty():
+    if missing.is_empty():
         return own
-    earlier_terms = [
-        c
-        for c in pupils.get_column("census").drop_nulls().unique().to_list()
-        if term_index(c) < term_index(wanted)
-    ]
-    order = {c: term_index(c) for c in earlier_terms}
-    earlier = (
-        pupils.filter(pl.col("census").is_in(earlier_terms))
-        .join(left, on=keys, how="semi")
-        .with_columns(pl.col("census").replace_strict(order, return_dtype=pl.Int64).alias("_at"))
-        .filter(pl.col("_at") == pl.col("_at").max().over(keys))
-        .drop("_at")
+    day = pl.col("census").replace_strict(days, default=None, return_dtype=pl.Date)
+    candidates = pupils.join(missing, on=keys, how="inner").with_columns(day.alias("_day"))
+    chosen = pl.coalesce(
+        pl.col("_day").filter(pl.col("_day") <= pl.col("_left")).max().over(keys),
+        pl.col("_day").min().over(keys),
     )
+    extra = candidates.filter(pl.col("_day") == chosen).drop("_day", "_left")
+    extra = extra.unique(keys, keep="first", maintain_order=True)
     return (
-        pl.concat([own, earlier], how="vertical").sort("line")
-        if "line" in own.columns
-        else pl.concat([own, earlier])
+        pl.concat([own, extra]).sort("line") if "line" in own.columns else pl.concat([own, extra])
     )

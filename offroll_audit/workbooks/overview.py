@@ -25,6 +25,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 from offroll_audit.classify import FLAG_TEXT
 from offroll_audit.results import plain_band
 from offroll_audit.significance import funnel_limits
+from offroll_audit.workbooks.history import monitoring_method_lines, since_last_term_sheet
 from offroll_audit.workbooks.style import (
     AMBER_FILL,
     BLUE_FILL,
@@ -268,6 +269,7 @@ def method_lines(results: dict[str, Any]) -> list[tuple[str, str | None]]:
             "out by numbers alone. Letters, statutory flags and child-level flags carry the rest.",
         ),
     ]
+    lines += monitoring_method_lines(results)
     select = settings.get("select") or {}
     lines.append(("Selection for audit", None))
     floors = []
@@ -357,6 +359,8 @@ def write_overview(results: dict[str, Any], path: Any, suppress: int, when: dt.d
     book.wb.remove(book.wb.active)
     schools = sorted(results.get("schools", []), key=school_order)
     summary_sheet(book, results, schools, suppress)
+    if results.get("monitoring"):
+        since_last_term_sheet(book, results)
     schools_sheet(book, results, schools, suppress)
     funnel_sheet(book, results, schools, suppress)
     exits_sheet(book, results)

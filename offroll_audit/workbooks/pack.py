@@ -21,6 +21,7 @@ from openpyxl.chart import BarChart, Reference
 from openpyxl.worksheet.worksheet import Worksheet
 
 from offroll_audit.classify import FLAG_TEXT
+from offroll_audit.workbooks.history import history_sheet
 from offroll_audit.workbooks.overview import (
     EXIT_COLUMNS,
     OUTCOME_NAME,
@@ -127,6 +128,8 @@ def write_pack(school: dict[str, Any], context: PackContext, path: Any) -> None:
     clusters = context.clusters_by_urn.get(urn, [])
     cover_sheet(book, school, context, exits, clusters)
     breakdown_sheet(book, school, context.suppress)
+    if school.get("history"):
+        history_sheet(book, school, context.suppress)
     pupils_sheet(book, exits)
     letters_sheet(book, school, clusters, context)
     questions_sheet(book, school, context)
