@@ -66,7 +66,8 @@ def extract_letter(path: Path, letters_root: Path) -> Extracted:
     except Unreadable as why:
         return Extracted(warning=f"letter {name}: {why}; it was left out")
     if not text.strip():
-        return Extracted(metadata=metadata, warning=f"letter {name}: no text layer, needs OCR")
+        why = "no text layer, needs OCR" if path.suffix.lower() == ".pdf" else "has no text"
+        return Extracted(metadata=metadata, warning=f"letter {name}: {why}")
     return Extracted(text=text, metadata=metadata)
 
 

@@ -26,9 +26,10 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 import polars as pl
 
-from offroll_audit import codes
+from offroll_audit import codes, spreadsheet
 from offroll_audit.problems import ERROR, MAX_ROWS_PER_PROBLEM, WARNING, DataError, Report
 from offroll_audit.schema import REQUIRED_TABLES, TABLES, Column, Dataset, dtype_of, empty_frame
+from offroll_audit.spreadsheet import MAX_CELL_BYTES, MAX_COLUMNS
 
 SUFFIXES = (".csv", ".xlsx", ".parquet")
 MISSING_TOKENS = ["", "na", "n/a", "null"]
@@ -43,6 +44,7 @@ _MISSING_VARIANTS = sorted(
 LINE = "line"
 _ROW = "\x00row"  # the row number while a user's columns (maybe one called `line`) are around
 SNIFF_BYTES = 1 << 16
+MAX_HEADER_BYTES = 1 << 20  # a header line; 16,384 long names fit in a tenth of it
 
 UPN_CHECK_ALPHABET = "ABCDEFGHJKLMNPQRTUVWXYZ"
 
@@ -87,17 +89,22 @@ def read_text_table(
     """Read a csv/xlsx/parquet file as text, or None after reporting why.
 
     With `table`, a CSV's tabulated columns (codes, flags, dates...) are read as
-    categorical: the same text, a fraction of the memory and parsing time.
+    categorical: the same text, a fraction of the memory and parsing time. Spreadsheets
+    are inspected before a parser sees them (offroll_audit.spreadsheet): a hostile file
+    is refused with a problem, never an abort.
     """
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return _read_csv(path, encoding, report, table)
     try:
-        if suffix == ".xlsx":
-            return _read_xlsx(path)
-        frame = pl.read_parquet(path)
-        frame = frame.with_columns(pl.all().cast(pl.String))
-        return RawTable(frame)
+        if suffix == ".csv":
+            raw = _read_csv(path, encoding, report, table)
+        elif suffix == ".xlsx":
+            raw = _read_xlsx(path)
+        else:
+            frame = spreadsheet.read_parquet(path)
+            raw = RawTable(frame.with_columns(pl.all().cast(pl.String)))
+    except spreadsheet.Refused as refused:
+        report.error(path.name, refused.row, refused.column, refused.message, refused.hint)
+        return None
     except pl.exceptions.NoDataError:
         report.error(
             path.name,
@@ -107,42 +114,71 @@ def read_text_table(
             "put the table in the first sheet, header in its first row",
         )
         return None
-    except Exception as exc:  # calamine and arrow raise many types for a broken file
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        report.error(
-            path.name,
-            None,
-            None,
-            f"cannot be read as {suffix[1:]}: {reason}",
-            "open it in a spreadsheet program and save it again",
-        )
+    except MemoryError:
+        report.error(path.name, None, None, "is too large to read into memory", BIG_FILE_HINT)
         return None
+    except Exception as exc:  # calamine and arrow raise many types for a broken file
+        _unreadable(path, exc, report)
+        return None
+    except BaseException as exc:  # a Rust panic is a BaseException; nothing else is caught
+        if type(exc).__name__ != "PanicException":
+            raise
+        _unreadable(path, exc, report)
+        return None
+    if raw is None or not _cells_fit(raw, path.name, report):
+        return None
+    return raw
+
+
+BIG_FILE_HINT = "split the table, or export it as CSV UTF-8"
+
+
+def _unreadable(path: Path, exc: BaseException, report: Report) -> None:
+    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    report.error(
+        path.name,
+        None,
+        None,
+        f"cannot be read as {path.suffix.lower()[1:]}: {reason}",
+        "open it in a spreadsheet program and save it again",
+    )
 
 
 def _read_xlsx(path: Path) -> RawTable:
     """The first sheet, header in its first non-empty row; blank rows keep their numbers."""
-    header_row, header = _xlsx_header(path)
-    frame = pl.read_excel(path, engine="calamine", infer_schema_length=0, drop_empty_rows=False)
-    frame = frame.with_columns(pl.all().cast(pl.String))
-    names = [str(h).strip() for h in header if h is not None and str(h).strip()]
+    workbook = spreadsheet.read_xlsx(path)
+    names = [name for name in workbook.header if name]
     duplicated = tuple(sorted({n for n in names if names.count(n) > 1}))
-    return RawTable(frame, header_row, duplicated)
+    return RawTable(workbook.frame, workbook.header_row, duplicated)
 
 
-def _xlsx_header(path: Path) -> tuple[int, list[object]]:
-    """The sheet row of the header (calamine skips leading empty rows) and its cells."""
-    import openpyxl
-
-    workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    try:
-        sheet = workbook.worksheets[0]
-        rows = sheet.iter_rows(min_row=1, max_row=1000, values_only=True)
-        for number, row in enumerate(rows, start=1):  # read-only mode yields blank rows too
-            if any(cell is not None and str(cell).strip() for cell in row):
-                return number, list(row)
-    finally:
-        workbook.close()
-    return 1, []
+def _cells_fit(raw: RawTable, file: str, report: Report) -> bool:
+    """No cell longer than MAX_CELL_BYTES: such a cell is an unclosed quote or not a table,
+    and every later step would carry it. Reports the first such cell of each column."""
+    fits = True
+    for name, column in zip(raw.frame.columns, raw.frame.get_columns(), strict=True):
+        if column.dtype == pl.Categorical:
+            longest = column.unique().cast(pl.String).str.len_bytes().max()
+            if not isinstance(longest, int) or longest <= MAX_CELL_BYTES:
+                continue
+            column = column.cast(pl.String)
+        elif column.dtype != pl.String:
+            continue
+        lengths = column.str.len_bytes()
+        longest = lengths.max()
+        if not isinstance(longest, int) or longest <= MAX_CELL_BYTES:
+            continue
+        first = int((lengths > MAX_CELL_BYTES).arg_true()[0])
+        report.error(
+            file,
+            raw.header_row + 1 + first,
+            _shorten(name),
+            f"this cell holds {int(lengths[first]):,} bytes of text; a cell may hold at most "
+            f"{MAX_CELL_BYTES:,}",
+            "check for a quote that is never closed, or move long text out of the table",
+        )
+        fits = False
+    return fits
 
 
 def _empty_file(name: str, report: Report) -> None:
@@ -155,22 +191,36 @@ def _read_csv(
 ) -> RawTable | None:
     with path.open("rb") as handle:
         head = handle.read(SNIFF_BYTES)
+        if b"\n" not in head and b"\r" not in head:
+            head += handle.read(MAX_HEADER_BYTES - len(head))
     if not head.replace(codecs.BOM_UTF8, b"").strip():
         return _empty_file(path.name, report)
     is_utf16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     if encoding is None and not is_utf16 and b"\x00" in head:
         report.error(path.name, None, None, *_binary_diagnosis(head))
         return None
+    if not _header_fits(path.name, head, is_utf16, report):
+        return None
     old_mac = b"\r" in head and b"\n" not in head
-    if encoding is None and not is_utf16 and not old_mac and _utf8_prefix(head):
+    utf8 = encoding is None and not is_utf16 and not old_mac and _utf8_prefix(head)
+    refused = utf8 and not _quotes_balanced(path)  # polars would copy the rest into its error
+    if utf8 and not refused:
         # The fast path: polars reads UTF-8 (with or without BOM) straight from the file.
         try:
             return _raw_csv(_polars_csv(path, table))
         except pl.exceptions.NoDataError:
             return _empty_file(path.name, report)
         except pl.exceptions.PolarsError:
-            pass  # not UTF-8, or malformed: the careful path below says exactly why
-    text = _decode(path, path.read_bytes(), encoding, report)
+            refused = True  # not UTF-8, or malformed: the careful path below says exactly why
+    data = path.read_bytes()
+    if refused:
+        try:
+            text = data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:  # polars refused these very bytes: a second try would only cost memory
+            return _read_csv_slowly(path.name, text, report)
+    text = _decode(path, data, encoding, report)
     if text is None:
         return None
     if "\n" not in text:
@@ -181,6 +231,48 @@ def _read_csv(
         return _empty_file(path.name, report)
     except pl.exceptions.PolarsError:
         return _read_csv_slowly(path.name, text, report)
+
+
+def _quotes_balanced(path: Path) -> bool:
+    """Whether the file holds an even number of `"`: an odd one is a quote never closed,
+    which polars reports by copying the rest of the file into its error message (a 100 MB
+    file costs gigabytes). One streaming pass; a national file takes a fraction of a second."""
+    quotes = 0
+    with path.open("rb") as handle:
+        while piece := handle.read(1 << 24):
+            quotes += piece.count(b'"')
+    return quotes % 2 == 0
+
+
+def _header_fits(file: str, head: bytes, is_utf16: bool, report: Report) -> bool:
+    """A header line of at most MAX_HEADER_BYTES and MAX_COLUMNS cells, checked before any
+    parser builds a frame that wide (a one-line 100 MB file would be 10 million columns)."""
+    end = min((i for i in (head.find(b"\n"), head.find(b"\r")) if i >= 0), default=-1)
+    if end < 0 and len(head) >= MAX_HEADER_BYTES:
+        report.error(
+            file,
+            1,
+            None,
+            f"the first line (the header) is longer than {MAX_HEADER_BYTES // (1 << 20)} MB",
+            "export the table again as CSV UTF-8, with its column names in the first line",
+        )
+        return False
+    line = head[: end if end >= 0 else len(head)]
+    text = line.decode("utf-16" if is_utf16 else "utf-8", errors="replace")
+    try:
+        cells = len(next(csv.reader([text]), []))
+    except csv.Error:  # a quoted header cell running over the line: count its commas
+        cells = text.count(",") + 1
+    if cells > MAX_COLUMNS:
+        report.error(
+            file,
+            1,
+            None,
+            f"the header has {cells:,} columns; at most {MAX_COLUMNS:,} are read",
+            "export only the table's columns, as CSV UTF-8",
+        )
+        return False
+    return True
 
 
 def _polars_csv(source: Path | io.BytesIO, table: str | None) -> pl.DataFrame:
@@ -300,6 +392,8 @@ def _read_csv_slowly(file: str, text: str, report: Report) -> RawTable | None:
     loads as written; an unclosed quote or a row with more (non-empty) cells than
     the header is an error naming the row.
     """
+    if csv.field_size_limit() < MAX_CELL_BYTES:  # process-wide, but only ever raised
+        csv.field_size_limit(MAX_CELL_BYTES)
     reader = csv.reader(io.StringIO(text), strict=True)
     records: list[list[str]] = []
     try:
@@ -307,7 +401,10 @@ def _read_csv_slowly(file: str, text: str, report: Report) -> RawTable | None:
             records.append(record)
     except csv.Error as exc:
         row = len(records) + 1
-        if "unexpected end of data" in str(exc) or "EOF" in str(exc):
+        if "field larger than field limit" in str(exc):
+            message = f"a cell starting in this row is longer than {MAX_CELL_BYTES:,} characters"
+            hint = "check for a quote that is never closed, or move long text out of the table"
+        elif "unexpected end of data" in str(exc) or "EOF" in str(exc):
             message, hint = "a quote opened in this row is never closed", "close the quote"
         else:
             message, hint = (
@@ -1001,6 +1098,29 @@ def _attach_letter_paths(
     return letters.with_columns(pl.Series("path", resolved, dtype=pl.String))
 
 
+def check_letters(letters: pl.DataFrame, root: Path, file: str, report: Report) -> None:
+    """Warn about every letter file the audit would leave out, in the audit's own words.
+
+    The audit reads letters with `extract_letter` and reports its `warning`; calling the
+    same function with the same arguments here, once per file, means the two can never
+    disagree. Rows whose path was refused are already errors and are not opened.
+    """
+    from offroll_audit.extract import extract_letter
+
+    letters_root = root / "letters"
+    warnings: dict[str, str | None] = {}  # by resolved path: a file named twice is read once
+    for line, path in letters.select(LINE, "path").iter_rows():
+        if path is None:
+            continue
+        if path not in warnings:
+            warnings[path] = extract_letter(Path(path), letters_root).warning
+        if warnings[path]:
+            report.warn(file, line, "file", warnings[path], LETTER_HINT)
+
+
+LETTER_HINT = "give a readable copy: .txt, .md, .docx, or a PDF with a text layer"
+
+
 # --------------------------------------------------------------------------- cross-table checks
 
 
@@ -1070,8 +1190,14 @@ def _cross_checks(tables: dict[str, pl.DataFrame], files: dict[str, str], report
 KEYS = {"pupils": ["pupil_id", "urn"], "exits": [], "schools": ["urn"], "letters": ["letter_id"]}
 
 
-def load_dataset(root: Path, *, encoding: str | None = None) -> tuple[Dataset, Report]:
-    """Load and validate DATA/. Raises DataError (with the whole report) on any error."""
+def load_dataset(
+    root: Path, *, encoding: str | None = None, check_letter_files: bool = False
+) -> tuple[Dataset, Report]:
+    """Load and validate DATA/. Raises DataError (with the whole report) on any error.
+
+    With `check_letter_files` (what `validate` asks for), every letter file the manifest
+    names is also read, and each one the audit would leave out is a warning.
+    """
     report = Report()
     root = Path(root)
     if not root.is_dir():
@@ -1124,6 +1250,8 @@ def load_dataset(root: Path, *, encoding: str | None = None) -> tuple[Dataset, R
     names = {t: p.name for t, p in files.items()}
     if "letters" in tables:
         tables["letters"] = _attach_letter_paths(tables["letters"], root, names["letters"], report)
+        if check_letter_files:
+            check_letters(tables["letters"], root, names["letters"], report)
     _cross_checks(tables, names, report)
     if not report.ok:
         raise DataError(report)

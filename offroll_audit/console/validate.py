@@ -16,13 +16,17 @@ def command(
     encoding: str | None = ENCODING,
     json_output: bool = JSON_OUTPUT,
 ) -> int:
-    """Check a dataset against the data contract and list every problem (exit 2 if any error)."""
+    """Check a dataset against the data contract and list every problem (exit 2 if any error).
+
+    Letter files are read too: each one the audit would leave out (unreadable, empty, no
+    text layer, unsupported type) is a warning, worded as the audit words it.
+    """
     from offroll_audit.console.render import report_table, stdout_console
     from offroll_audit.load import load_dataset
     from offroll_audit.problems import DataError
 
     try:
-        dataset, report = load_dataset(data, encoding=encoding)
+        dataset, report = load_dataset(data, encoding=encoding, check_letter_files=True)
         summary = (
             f"{dataset.pupils.height:,} pupil rows, {dataset.exits.height:,} exits, "
             f"{dataset.schools.height:,} schools, {dataset.letters.height:,} letters"
