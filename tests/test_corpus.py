@@ -5,8 +5,11 @@ valid datasets (1-5 schools, a handful of pupils, with and without exits to home
 education, none at all with --from/--to), messy-but-valid exports (BOM, Windows-1252,
 UTF-16, UK dates, Y/N, MIS headers, .xlsx, .parquet, CRLF, a stray far cell) and broken
 or hostile ones (bad codes, missing columns, duplicate stems, a zip bomb, corrupt files,
-paths leaving letters/...). Each runs as `validate` and as `audit` in a subprocess under a
-memory limit and a timeout (tests/test_hostile_inputs.py's `run_limited`), two at a time.
+paths leaving letters/...). Each runs as `validate` and as `audit` through the CLI's own
+entry point (run_guarded, as `main` calls it) in this process, which keeps the corpus to
+seconds; a sample of cases (SUBPROCESS) also runs as a real process under a memory limit
+and a timeout (tests/test_hostile_inputs.py's `run_limited`), where an abort or a hang of
+any input is tested on its own.
 
 Whatever the input: never exit 1, never a traceback or a Rust panic, never killed. Valid
 inputs exit 0 and write results.json, schools.csv, exits.csv, manifest.json (and
@@ -710,6 +713,30 @@ CORPUS: list[Case] = [
 ]
 
 
+# cases also run as real processes: one valid, one messy, one broken of each reader
+SUBPROCESS = {"one_school_one_pupil", "stray_far_cell_xlsx", "bad_sen_provision"}
+
+
+def _sampled(job: str) -> bool:
+    return job.split("/")[0] in SUBPROCESS
+
+
+def run_here(args: list[str]) -> Run:
+    """The CLI in this process: run_guarded is what `main` runs, so the exit code, stdout and
+    stderr are the command's own (a crash would be an exception here, and fail the test)."""
+    import contextlib
+    import time
+
+    from offroll_audit.cli import app
+    from offroll_audit.console.errors import run_guarded
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    start = time.monotonic()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = run_guarded(app, args, {"debug": False})
+    return Run(args, code, stdout.getvalue(), stderr.getvalue(), time.monotonic() - start, 0.0)
+
+
 @dataclass
 class Outcome:
     folder: Path
@@ -731,7 +758,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
         audit = ["audit", str(folder), "--out", str(out), "--quiet", *case.audit_args]
         jobs[f"{case.id}/validate"] = ["validate", str(folder), "--json"]
         jobs[f"{case.id}/audit"] = audit + ([] if case.workbooks else ["--no-workbooks"])
-    runs = run_all(jobs)
+    runs = {name: run_here(args) for name, args in jobs.items() if not _sampled(name)}
+    runs.update(run_all({name: args for name, args in jobs.items() if _sampled(name)}))
     return {
         case.id: Outcome(
             root / case.id,
@@ -742,6 +770,12 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
         )
         for case in CORPUS
     }
+
+
+def test_the_sampled_cases_ran_as_real_processes(outcomes: dict[str, Outcome]) -> None:
+    assert {c.id for c in CORPUS} >= SUBPROCESS
+    for case in SUBPROCESS:
+        assert outcomes[case].audit.peak_mb > 0  # measured by the limited runner
 
 
 def test_corpus_is_large_and_varied() -> None:
