@@ -30,15 +30,15 @@ import polars as pl
 COUNT_RULE_KEYS = ("outcome",)
 
 
-def one_la(job: tuple[int, bool, str, str | None]) -> dict:
+def one_la(job: tuple[int, bool, str, str | None, float]) -> dict:
     """Generate one LA, audit its latest term, and summarise what the rules selected."""
     from offroll_audit import AuditOptions, load_dataset, run_audit
     from offroll_audit.synthetic import generate_history
 
-    seed, null, profile, keep = job
+    seed, null, profile, keep, sd = job
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder) / "la"
-        truth = generate_history(data, seed=seed, null=null, letters=False)
+        truth = generate_history(data, seed=seed, null=null, letters=False, heterogeneity_sd=sd)
         dataset, _ = load_dataset(data)
         result = run_audit(dataset, AuditOptions(profile=profile, letters=False))
     count_rules = {r["code"] for r in result.options.profile.select["rules"] if "outcome" in r}
@@ -82,7 +82,10 @@ def one_la(job: tuple[int, bool, str, str | None]) -> dict:
 
 
 def run(args: argparse.Namespace, null: bool) -> None:
-    jobs = [(args.seed + i, null, args.profile, args.keep) for i in range(args.las)]
+    jobs = [
+        (args.seed + i, null, args.profile, args.keep, args.heterogeneity_sd)
+        for i in range(args.las)
+    ]
     if args.keep:
         Path(args.keep).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -144,6 +147,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--profile", default="default")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--heterogeneity-sd",
+        type=float,
+        default=0.25,
+        help="Between-school sd of EHE log-odds (persistent school effects).",
+    )
     parser.add_argument("--keep", default=None, help="Folder for the latest-term frames.")
     args = parser.parse_args(argv)
     if args.what == "speed":

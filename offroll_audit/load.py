@@ -30,6 +30,7 @@ from offroll_audit import codes, spreadsheet
 from offroll_audit.problems import ERROR, MAX_ROWS_PER_PROBLEM, WARNING, DataError, Report
 from offroll_audit.schema import REQUIRED_TABLES, TABLES, Column, Dataset, dtype_of, empty_frame
 from offroll_audit.spreadsheet import MAX_CELL_BYTES, MAX_COLUMNS
+from offroll_audit.window import Calendar, term_index, terms_of_days
 
 SUFFIXES = (".csv", ".xlsx", ".parquet")
 MISSING_TOKENS = ["", "na", "n/a", "null"]
@@ -1124,6 +1125,78 @@ LETTER_HINT = "give a readable copy: .txt, .md, .docx, or a PDF with a text laye
 # --------------------------------------------------------------------------- cross-table checks
 
 
+def _termly_checks(tables: dict[str, pl.DataFrame], files: dict[str, str], report: Report) -> None:
+    """With a census column: a pupil on two schools' rolls at once in one census needs a dual
+    registration; and on termly data every term with exits needs its census (the term's
+    expected counts come from it)."""
+    pupils, exits = tables.get("pupils"), tables.get("exits")
+    if pupils is None or "census" not in pupils.columns or pupils["census"].is_null().all():
+        return
+    _check_dual_rolls(pupils, files["pupils"], report)
+    if exits is None or not exits.height:
+        return
+    calendar = Calendar.of(pupils, exits)
+    if not calendar.termly:
+        return
+    first = term_index(calendar.census_terms[0])
+    terms = terms_of_days(exits.get_column("exit_date"))
+    known = {term_index(t) for t in calendar.census_terms}
+    index = terms.map_elements(term_index, return_dtype=pl.Int64, skip_nulls=True)
+    lacking = exits.with_columns(terms, index.alias("_at")).filter(
+        (pl.col("_at") >= first) & ~pl.col("_at").is_in(list(known))
+    )
+    if lacking.height:
+        missing = ", ".join(sorted(set(lacking.get_column("term").to_list()), key=term_index))
+        report.rows(
+            ERROR,
+            files["exits"],
+            "exit_date",
+            lacking.get_column(LINE).head(MAX_ROWS_PER_PROBLEM).to_list(),
+            lacking.height,
+            f"an exit in a term with no census in pupils ({missing})",
+            "add that term's census to pupils, or leave its exits out until it is taken",
+        )
+
+
+def _check_dual_rolls(pupils: pl.DataFrame, file: str, report: Report) -> None:
+    """A pupil on two schools' rolls in one census, at overlapping times, neither registration
+    marked dual (enrolment_status M or S): one of the rows is wrong."""
+    keys = ["pupil_id", "census"]
+    several = pupils.filter(
+        pl.col("census").is_not_null() & (pl.col("urn").n_unique().over(keys) > 1)
+    )
+    if not several.height:
+        return
+    rows = several.select(
+        LINE,
+        *keys,
+        "urn",
+        pl.col("enrolment_status").cast(pl.String).fill_null("C").alias("_status"),
+        pl.col("on_roll_from").fill_null(pl.date(1900, 1, 1)).alias("_from"),
+        pl.col("on_roll_to").fill_null(pl.date(2999, 12, 31)).alias("_to"),
+    )
+    pairs = rows.join(rows, on=keys, suffix="_b").filter(
+        (pl.col("urn") < pl.col("urn_b"))
+        & (pl.col("_status") == "C")
+        & (pl.col("_status_b") == "C")
+        & (pl.col("_from") <= pl.col("_to_b"))
+        & (pl.col("_from_b") <= pl.col("_to"))
+    )
+    if pairs.height:
+        later = pairs.select(pl.max_horizontal(LINE, f"{LINE}_b").alias(LINE)).unique().sort(LINE)
+        report.rows(
+            ERROR,
+            file,
+            "urn",
+            later.get_column(LINE).head(MAX_ROWS_PER_PROBLEM).to_list(),
+            later.height,
+            "this pupil is on two schools' rolls in this census at the same time, and neither "
+            "registration is dual",
+            "mark dual registrations M (main) and S (subsidiary) in enrolment_status, give "
+            "on_roll_from/on_roll_to for a move between schools, or remove the wrong row",
+        )
+
+
 def _cross_checks(tables: dict[str, pl.DataFrame], files: dict[str, str], report: Report) -> None:
     pupils, exits = tables.get("pupils"), tables.get("exits")
     if pupils is not None and exits is not None and exits.height:
@@ -1253,6 +1326,7 @@ def load_dataset(
         if check_letter_files:
             check_letters(tables["letters"], root, names["letters"], report)
     _cross_checks(tables, names, report)
+    _termly_checks(tables, names, report)
     if not report.ok:
         raise DataError(report)
     dataset = Dataset(

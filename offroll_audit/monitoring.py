@@ -13,7 +13,10 @@ expected-count and test stages that judge a single term) and adds:
   pile up as fast as with Poisson increments) and a decision limit set by simulation so
   that an ordinary school signals at most `rate` times per school-year, its between-school
   variation included;
-- persistence: consecutive terms, and consecutive school years, at or beyond the 95% limit.
+- persistence: consecutive terms at or beyond the 95% limit, and how many of the last six;
+- a change test: has the school's own rate risen this year against its earlier terms? It
+  conditions on the school's total, so its lasting level cancels: the one test that a stable
+  ordinary difference between schools cannot trigger.
 
 Counts here are family decisions where that is known (see `family_scaled`): five siblings
 leaving on one day are one family's decision, not five independent events.
@@ -97,6 +100,41 @@ def pooled_test(observed: FloatArray, expected: FloatArray, settings: Mapping[st
         float(settings.get("p_high_95", 0.025)),
     )
     return Pooled(o, e, p, stats.bh_qvalues(p), bands, fit)
+
+
+def change_test(
+    observed: FloatArray, expected: FloatArray, alpha: float, width: int = TERMS_PER_YEAR
+) -> tuple[FloatArray, FloatArray]:
+    """Has the school's own rate risen? For each term, the last `width` terms judged against
+    what the school's earlier terms predict for it.
+
+    Between schools, rates differ for reasons no case mix sees (alpha, the between-school
+    variation: a lasting school effect theta ~ Gamma(mean 1, variance alpha)). Given the
+    school's earlier terms, theta ~ Gamma(1/alpha + O_before, 1/alpha + E_before), so its
+    recent count is negative binomial with that shape and mean E_recent x the posterior mean
+    of theta: the posterior predictive check. A school's lasting difference is learnt from
+    its own past (more so, the more exits it had), so a stable ordinary difference cannot
+    look like a rise; with alpha = 0 it is the plain Poisson test against the others.
+    Returns the one-sided p-value and the recent ratio over the predicted one (NaN without
+    earlier terms).
+    """
+    from scipy import stats as sps
+
+    recent_o, recent_e = _rolling_sum(observed, width), _rolling_sum(expected, width)
+    before_o = np.cumsum(observed, axis=-1) - recent_o
+    before_e = np.cumsum(expected, axis=-1) - recent_e
+    usable = (before_e > 0) & (recent_e > 0)
+    prior = 1.0 / max(alpha, stats.POISSON_ALPHA)
+    shape, rate = prior + before_o, prior + before_e
+    level = shape / rate  # the school's own rate, from its earlier terms
+    mean = np.where(usable, recent_e * level, 1.0)
+    if alpha <= stats.POISSON_ALPHA:
+        p = sps.poisson.sf(recent_o - 1, mean)
+    else:
+        p = sps.nbinom.sf(recent_o - 1, shape, rate / (rate + np.where(usable, recent_e, 1.0)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(usable, recent_o / mean, np.nan)
+    return np.where(usable, p, np.nan), ratio
 
 
 # ------------------------------------------------------------------------------------- CUSUM
@@ -347,6 +385,7 @@ def build_timeline(
         steps = nb_cusum_steps(o, e, rho, design.alpha)
         sums, signals = cusum_with_reset(steps, limit)
         hits = beyond_95(bands.astype(str))
+        change_p, change_ratio = change_test(o, e, alphas[outcome]["history"])
         last_signal = _last_true_index(signals)
         prefix = f"{outcome}_"
         columns.update(
@@ -357,6 +396,8 @@ def build_timeline(
                 prefix + "decisions": o.ravel(),
                 **{prefix + name: grid.ravel() for name, grid in limits.items()},
                 prefix + "on_roll": present.ravel(),
+                prefix + "change_p": change_p.ravel(),
+                prefix + "change_ratio": change_ratio.ravel(),
                 prefix + "cusum": sums.ravel(),
                 prefix + "cusum_limit": np.repeat(limit, t),
                 prefix + "cusum_signal": signals.ravel(),

@@ -269,6 +269,10 @@ def monitoring_block(row: dict[str, Any], terms: list[str]) -> dict[str, Any]:
                 "limit": row[f"{outcome}_cusum_limit"],
                 "last_signal": signalled,
             },
+            "change": {
+                "p": row[f"{outcome}_change_p"],
+                "ratio": row[f"{outcome}_change_ratio"],
+            },
             "persistence": {
                 "terms_beyond_95_in_a_row": row[f"{outcome}_terms_95_run"],
                 "terms_beyond_95_of_last_6": row[f"{outcome}_terms_95_of_6"],
@@ -298,6 +302,12 @@ def monitoring_sentence(
                 f"{words} {block['observed']} against about {block['expected']:.1f} expected"
                 f"{BAND_WORDS.get(block['band'], '')}"
             )
+    change, p = row.get(f"{outcome}_change_ratio"), row.get(f"{outcome}_change_p")
+    if change is not None and p is not None:
+        parts.append(
+            f"its own rate over the last year is {change:.1f} times that of its earlier terms "
+            f"(a rise this large by chance: {chance_phrase(p)} schools)"
+        )
     parts.append(
         f"the running check (CUSUM) for {RATE_WORDS} last signalled in {signalled}"
         if signalled

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from offroll_audit.problems import UsageError
 from offroll_audit.profile import Profile
 
 
@@ -19,11 +20,22 @@ def rule_holds(columns: list[str], rule: dict, floors: dict) -> pl.Expr | None:
     """Boolean expression over the per-school frame for one rule; None when the frame lacks a
     column the rule reads (e.g. y10_loss without any Year 10 pupils, or a rule over terms on a
     single-window audit): the rule never holds."""
+    unknown = sorted(set(rule) - RULE_KEYS)
+    if unknown:  # a misspelt condition would silently weaken the rule
+        raise UsageError(
+            f"profile rule {rule.get('code')}: unknown setting {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(RULE_KEYS))})"
+        )
     if "outcome" in rule:
         needed, holds = _outcome_rule(rule, floors)
     elif "letters_min_families" in rule:
+        # Evidence-weighted: fewer families suffice on a form carrying what only the school
+        # holds (UPN, tutor group, letterhead, document author or company).
         needed = ["template_families"]
         holds = pl.col("template_families") >= int(rule["letters_min_families"])
+        strong = "template_families_school_only"
+        if "letters_min_families_school_only" in rule and strong in columns:
+            holds |= pl.col(strong) >= int(rule["letters_min_families_school_only"])
     elif "flag" in rule:
         needed = [f"flag_{rule['flag']}"]
         holds = pl.col(needed[0]) >= int(rule.get("min_count", 1))
@@ -33,6 +45,23 @@ def rule_holds(columns: list[str], rule: dict, floors: dict) -> pl.Expr | None:
 
 
 SCOPES = ("term", "year", "history")
+RULE_KEYS = {
+    "code",
+    "explain",
+    "outcome",
+    "scope",
+    "bands",
+    "min_observed",
+    "max_q",
+    "max_change_p",
+    "cusum_signal_within_terms",
+    "min_terms_beyond_95",
+    "of_last_terms",
+    "letters_min_families",
+    "letters_min_families_school_only",
+    "flag",
+    "min_count",
+}
 
 
 def _outcome_rule(rule: dict, floors: dict) -> tuple[list[str], pl.Expr]:
@@ -57,6 +86,9 @@ def _outcome_rule(rule: dict, floors: dict) -> tuple[list[str], pl.Expr]:
     if "max_q" in rule:  # a false-discovery guard: many schools are tested at once
         needed.append(f"{at}q")
         holds &= pl.col(f"{at}q") < float(rule["max_q"])
+    if "max_change_p" in rule:  # the school's own rate rose against its earlier terms
+        needed.append(f"{outcome}_change_p")
+        holds &= pl.col(f"{outcome}_change_p") < float(rule["max_change_p"])
     if "cusum_signal_within_terms" in rule:
         needed.append(f"{outcome}_cusum_terms_since_signal")
         since = pl.col(f"{outcome}_cusum_terms_since_signal")

@@ -261,3 +261,19 @@ def pick_term_census(pupils: pl.DataFrame, exits: pl.DataFrame, window: Window) 
     return (
         pl.concat([own, extra]).sort("line") if "line" in own.columns else pl.concat([own, extra])
     )
+
+
+def terms_of_days(dates: pl.Series) -> pl.Series:
+    """term_of_day for a date column: the term each date falls in (null stays null)."""
+    years = dates.dt.year().drop_nulls().unique().to_list()
+    easter = {y: easter_sunday(y) for y in years}
+    year = dates.dt.year()
+    in_spring = dates <= year.replace_strict(easter, default=None, return_dtype=pl.Date)
+    name = pl.select(
+        pl.when(dates.dt.month() >= 9)
+        .then(pl.lit("AUT"))
+        .when(in_spring)
+        .then(pl.lit("SPR"))
+        .otherwise(pl.lit("SUM"))
+    ).to_series()
+    return (year.cast(pl.String) + "-" + name).alias("term")

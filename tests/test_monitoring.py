@@ -91,3 +91,58 @@ def test_persistence_runs_and_counts() -> None:
     assert mon.trailing_run(hits).tolist() == [[1, 0, 1, 2, 0, 1]]
     assert mon.trailing_count(hits, 3).tolist() == [[1, 1, 2, 2, 2, 2]]
     assert mon.trailing_count(hits, 6)[0, -1] == 4
+
+
+def test_the_change_test_learns_a_schools_lasting_level_and_sees_a_rise() -> None:
+    """The recent terms are judged against what the school's own earlier terms predict (a
+    gamma-Poisson posterior predictive): a school always half as high again as others is
+    not 'rising'; one that tripled this year is."""
+    expected = np.full((3, 9), 5.0)
+    observed = np.vstack(
+        [
+            np.full(9, 7.5),  # always 1.5 times: a lasting difference
+            np.r_[np.full(6, 5.0), np.full(3, 15.0)],  # a rise in the last three terms
+            np.full(9, 5.0),  # ordinary
+        ]
+    )
+    p, ratio = mon.change_test(observed, expected, alpha=0.05)
+    assert np.isnan(p[:, :3]).all()  # no earlier terms yet
+    assert p[0, -1] > 0.1 and p[2, -1] > 0.4
+    assert p[1, -1] < 1e-5 and ratio[1, -1] == pytest.approx(3.0)
+    from scipy import stats as sps
+
+    shape, rate = 20 + 30, 20 + 30  # prior 1/alpha plus six earlier terms
+    assert p[1, -1] == pytest.approx(sps.nbinom.sf(44, shape, rate / (rate + 15)))
+    # no between-school variation: the plain Poisson test against the expected count
+    p0, _ = mon.change_test(observed, expected, alpha=0.0)
+    assert p0[1, -1] == pytest.approx(sps.poisson.sf(44, 15.0))
+
+
+def test_rules_over_time_read_their_scope_and_every_condition_must_hold() -> None:
+    import polars as pl
+
+    from offroll_audit.profile import Profile
+    from offroll_audit.select import select_schools
+
+    frame = pl.DataFrame(
+        {
+            "urn": ["a", "b", "c"],
+            "ehe_observed": [3, 3, 3],
+            "ehe_cohort": [500, 500, 500],
+            "ehe_year_observed": [12, 12, 4],
+            "ehe_year_band": ["high_998", "high_998", "high_998"],
+            "ehe_year_q": [0.001, 0.2, 0.001],
+            "ehe_change_p": [0.0001, 0.0001, 0.0001],
+            "ehe_cusum_terms_since_signal": [0.0, None, 1.0],
+            "ehe_terms_95_of_3": [2, 2, 2],
+        }
+    )
+    rules = [
+        {"code": "Y", "outcome": "ehe", "scope": "year", "bands": ["high_998"], "max_q": 0.01},
+        {"code": "C", "outcome": "ehe", "scope": "year", "cusum_signal_within_terms": 3},
+        {"code": "R", "outcome": "ehe", "scope": "year", "max_change_p": 0.001},
+    ]
+    profile = Profile("t", "t", {"select": {"min_exits": 5, "rules": rules}})
+    chosen = select_schools(frame, profile)
+    reasons = dict(zip(chosen["urn"], chosen["audit_reasons"].to_list(), strict=True))
+    assert reasons == {"a": ["Y", "C", "R"], "b": ["R"], "c": []}  # c: 4 exits in the year
