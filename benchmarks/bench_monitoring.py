@@ -69,8 +69,10 @@ def one_la(job: tuple[int, bool, str, str | None, float]) -> dict:
         "schools": schools.height,
         "innocent_selected": sorted(set(selected["urn"]) - set(planted)),
         "innocent_reasons": [
-            r for u, rs in zip(selected["urn"], selected["count_reasons"], strict=True)
-            if u not in planted for r in rs
+            r
+            for u, rs in zip(selected["urn"], selected["count_reasons"], strict=True)
+            if u not in planted
+            for r in rs
         ],
         "planted_selected": {
             pattern: urn in set(selected["urn"]) for urn, pattern in planted.items()
@@ -116,7 +118,9 @@ def run(args: argparse.Namespace, null: bool) -> None:
     if not null:
         patterns = sorted({p for r in rows for p in r["planted_selected"]})
         for pattern in patterns:
-            hits = [r["planted_selected"][pattern] for r in rows if pattern in r["planted_selected"]]
+            hits = [
+                r["planted_selected"][pattern] for r in rows if pattern in r["planted_selected"]
+            ]
             print(f"{pattern}: selected in {sum(hits)}/{len(hits)} = {sum(hits) / len(hits):.1%}")
 
 
