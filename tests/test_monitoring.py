@@ -55,7 +55,8 @@ def test_designed_limits_give_the_design_rate_on_fresh_draws() -> None:
     rng = np.random.default_rng(7)
     for mean in (0.3, 2.0, 8.0):
         n = 40_000
-        theta = rng.gamma(20.0, 0.05, size=(n, 1))
+        sigma2 = np.log1p(0.05)
+        theta = rng.lognormal(-sigma2 / 2, np.sqrt(sigma2), size=(n, 1))
         counts = rng.poisson(theta * mean * np.ones((n, 9)))
         steps = mon.nb_cusum_steps(counts, mean, 2.0, 0.05)
         _, signals = mon.cusum_with_reset(steps, design.limit_for(mean))
