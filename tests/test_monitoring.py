@@ -147,3 +147,63 @@ def test_rules_over_time_read_their_scope_and_every_condition_must_hold() -> Non
     chosen = select_schools(frame, profile)
     reasons = dict(zip(chosen["urn"], chosen["audit_reasons"].to_list(), strict=True))
     assert reasons == {"a": ["Y", "C", "R"], "b": ["R"], "c": []}  # c: 4 exits in the year
+
+
+def _quiet_school(urn: str) -> dict:
+    """A school frame row that no count rule selects (every rule's columns present)."""
+    row: dict = {"urn": urn}
+    for outcome in ("ehe", "unexplained"):
+        row |= {
+            f"{outcome}_observed": 9,
+            f"{outcome}_cohort": 900,
+            f"{outcome}_band": "expected",
+            f"{outcome}_q": 0.5,
+            f"{outcome}_cusum_terms_since_signal": None,
+            f"{outcome}_change_p": 0.5,
+            f"{outcome}_terms_95_of_3": 0,
+        }
+        for scope in ("year", "history"):
+            row |= {
+                f"{outcome}_{scope}_observed": 30,
+                f"{outcome}_{scope}_band": "expected",
+                f"{outcome}_{scope}_q": 0.5,
+            }
+    return row
+
+
+DEFAULT_RULE_TRIGGERS = {
+    "EHE_HIGH": {"ehe_band": "high_998", "ehe_q": 0.001},
+    "EHE_YEAR_HIGH": {"ehe_year_band": "high_998", "ehe_year_q": 0.001},
+    "EHE_RISING": {"ehe_year_band": "high_95", "ehe_change_p": 0.0001},
+    "EHE_SUSTAINED": {
+        "ehe_history_band": "high_998",
+        "ehe_history_q": 0.001,
+        "ehe_cusum_terms_since_signal": 2.0,
+    },
+    "UNEXPLAINED_HIGH": {"unexplained_band": "high_998", "unexplained_q": 0.001},
+    "UNEXPLAINED_YEAR_HIGH": {"unexplained_year_band": "high_998", "unexplained_year_q": 0.001},
+    "UNEXPLAINED_RISING": {"unexplained_year_band": "high_95", "unexplained_change_p": 0.00001},
+}
+
+
+@pytest.mark.parametrize("code", sorted(DEFAULT_RULE_TRIGGERS))
+def test_each_default_count_rule_selects_when_all_its_conditions_hold(code: str) -> None:
+    """Each rule of the default profile selects a school when all its conditions hold, and
+    not when any one of them fails (each condition knocked out in turn)."""
+    import polars as pl
+
+    from offroll_audit.profile import load_profile
+    from offroll_audit.select import select_schools
+
+    profile = load_profile("default")
+    count_rules = {r["code"] for r in profile.select["rules"] if "outcome" in r}
+    assert count_rules == set(DEFAULT_RULE_TRIGGERS)  # a new rule needs a case here
+    trigger = DEFAULT_RULE_TRIGGERS[code]
+    rows = [_quiet_school("all") | trigger]
+    quiet = _quiet_school("none")
+    rows += [rows[0] | {"urn": f"without {key}", key: quiet[key]} for key in trigger]
+    frame = pl.DataFrame(rows, infer_schema_length=None)
+    chosen = select_schools(frame, profile)
+    reasons = dict(zip(chosen["urn"], chosen["audit_reasons"].to_list(), strict=True))
+    assert reasons["all"] == [code]
+    assert all(code not in reasons[f"without {key}"] for key in trigger)

@@ -281,6 +281,10 @@ def method_lines(results: dict[str, Any]) -> list[tuple[str, str | None]]:
         lines.append(("Floors for count rules", " and ".join(floors)))
     for rule in select.get("rules") or []:
         lines.append((str(rule.get("code", "")), str(rule.get("explain", ""))))
+    measured = select.get("measured") or {}
+    if measured:
+        lines.append(("Measured error rates of these rules", None))
+        lines += [(str(key), str(value)) for key, value in measured.items()]
     classification = settings.get("classification") or {}
     if classification:
         lines.append(("Classification of exits", None))
