@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -46,6 +47,7 @@ class Baseline:
     fit: RateFit | None = None  # how a local baseline's rates were fitted (the final fit)
     warnings: list[str] = field(default_factory=list)  # the refit's and leave-one-out's
     notes: list[str] = field(default_factory=list)
+    self_review: Any = None  # kind "self": its level and reference (self_review.SelfReview)
 
     def all_warnings(self) -> list[str]:
         """What could not be done as asked, in plain English: the fit's, then the guards'."""
@@ -91,11 +93,18 @@ def pupils_at_risk(
 def exposure(window: Window, left: pl.Expr | None = None) -> pl.Expr:
     """Share of the window a pupil was at risk, from on_roll_from/on_roll_to (whole without
     dates); a pupil who `left` in the window is at risk from their start to the window's end."""
+    return (exposure_days(window, left) / window.days).alias("exposure")
+
+
+def exposure_days(window: Window, left: pl.Expr | None = None) -> pl.Expr:
+    """Whole days of the window a pupil was at risk (see `exposure`). Cells sum these integers
+    and divide once: a parallel sum of fractions depends on the order the threads add them in,
+    and the last digits of an expected count would differ from run to run."""
     start = pl.max_horizontal(pl.col("on_roll_from").fill_null(window.start), pl.lit(window.start))
     stayed = pl.min_horizontal(pl.col("on_roll_to").fill_null(window.end), pl.lit(window.end))
     stop = stayed if left is None else pl.when(left).then(pl.lit(window.end)).otherwise(stayed)
-    days = ((stop - start).dt.total_days() + 1).clip(lower_bound=0)
-    return (days / window.days).clip(0, 1).alias("exposure")
+    days = ((stop - start).dt.total_days() + 1).clip(0, window.days)
+    return days.cast(pl.Int64).alias("exposure_days")
 
 
 def pattern_key(schema: pl.Schema, case_mix: list[str]) -> pl.Expr:
@@ -163,12 +172,12 @@ def roll_cells(
     )
     stayed = (
         pupils.lazy()
-        .select(cell, exposure(window))
+        .select(cell, exposure_days(window))
         .group_by("cell")
         .agg(
             pl.len().alias("roll"),
-            (pl.col("exposure") > 0).sum().alias("pupils"),
-            pl.col("exposure").sum().alias("trials"),
+            (pl.col("exposure_days") > 0).sum().alias("pupils"),
+            pl.col("exposure_days").sum().alias("days"),
         )
     )
     events = [f"events_{name}" for name in outcomes]
@@ -190,13 +199,13 @@ def roll_cells(
         leavers.lazy()
         .select(
             cell,
-            exposure(window).alias("_stayed"),
-            exposure(window, left=pl.lit(True)).alias("_left"),
+            exposure_days(window).alias("_stayed"),
+            exposure_days(window, left=pl.lit(True)).alias("_left"),
             *events,
         )
         .group_by("cell")
         .agg(
-            (pl.col("_left") - pl.col("_stayed")).sum().alias("_trials"),
+            (pl.col("_left") - pl.col("_stayed")).sum().alias("_days"),
             ((pl.col("_left") > 0).cast(pl.Int64) - (pl.col("_stayed") > 0).cast(pl.Int64))
             .sum()
             .alias("_pupils"),
@@ -211,7 +220,7 @@ def roll_cells(
             (pl.col("cell") % CELL_SHIFT).alias("_pattern"),
             "roll",
             (pl.col("pupils") + pl.col("_pupils").fill_null(0)).alias("pupils"),
-            (pl.col("trials") + pl.col("_trials").fill_null(0.0)).alias("trials"),
+            ((pl.col("days") + pl.col("_days").fill_null(0)) / window.days).alias("trials"),
             *[pl.col(e).fill_null(0).cast(pl.Int64) for e in events],
         )
         .sort("cell")
@@ -1129,7 +1138,8 @@ def _logit_newton_batch(
 # --------------------------------------------------------------------------- file baselines
 
 
-def baseline_path(name_or_file: str) -> Path:
+def baseline_path(name_or_file: str, option: str = "--baseline") -> Path:
+    """A shipped baseline by name, or a baseline .toml file (for --baseline and --shape)."""
     candidate = Path(name_or_file)
     if candidate.suffix == ".toml" and candidate.is_file():
         return candidate
@@ -1137,9 +1147,8 @@ def baseline_path(name_or_file: str) -> Path:
     if named.is_file():
         return named
     known = ", ".join(sorted(p.stem for p in (THRESHOLDS / "baselines").glob("*.toml")))
-    raise UsageError(
-        f"--baseline {name_or_file!r}: use local, a baseline name ({known}) or a .toml file"
-    )
+    kinds = "local, self, a baseline name" if option == "--baseline" else "a baseline name"
+    raise UsageError(f"{option} {name_or_file!r}: use {kinds} ({known}) or a .toml file")
 
 
 def baseline_outcomes(path: Path) -> set[str]:
@@ -1149,6 +1158,16 @@ def baseline_outcomes(path: Path) -> set[str]:
         return set(spec["outcomes"])
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError) as error:
         raise UsageError(f"baseline {path}: not a readable baseline file ({error})") from None
+
+
+def baseline_annual_rate(path: Path, outcome: str) -> float:
+    """The annual rate a baseline file states for an outcome (what its relative risks keep for
+    a population with the national mix); a self-review anchors to an LA's rate against it."""
+    spec = tomllib.loads(path.read_text(encoding="utf-8"))
+    outcome_spec = spec.get("outcomes", {}).get(outcome)
+    if outcome_spec is None:
+        raise UsageError(f"baseline {path.name} has no rates for {outcome}")
+    return float(outcome_spec["annual_rate"])
 
 
 def file_rates(

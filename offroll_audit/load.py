@@ -89,8 +89,8 @@ def read_text_table(
 ) -> RawTable | None:
     """Read a csv/xlsx/parquet file as text, or None after reporting why.
 
-    With `table`, a CSV's tabulated columns (codes, flags, dates...) are read as
-    categorical: the same text, a fraction of the memory and parsing time. Spreadsheets
+    With `table`, a CSV's or parquet file's tabulated columns (codes, flags, dates...) are
+    read as categorical: the same text, a fraction of the memory and parsing time. Spreadsheets
     are inspected before a parser sees them (offroll_audit.spreadsheet): a hostile file
     is refused with a problem, never an abort.
     """
@@ -101,8 +101,8 @@ def read_text_table(
         elif suffix == ".xlsx":
             raw = _read_xlsx(path)
         else:
-            frame = spreadsheet.read_parquet(path)
-            raw = RawTable(frame.with_columns(pl.all().cast(pl.String)))
+            tabulated = (lambda names: tabulated_headers(names, table)) if table else None
+            raw = RawTable(spreadsheet.read_parquet(path, tabulated))
     except spreadsheet.Refused as refused:
         report.error(path.name, refused.row, refused.column, refused.message, refused.hint)
         return None

@@ -28,7 +28,7 @@ import re
 import struct
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -54,6 +54,7 @@ MAX_XML_DEPTH = 64  # worksheets nest about 8 deep
 MAX_COLUMNS = 16_384  # Excel's own limit, XFD
 MAX_PARQUET_ROWS = 100_000_000  # ten national rolls
 PARQUET_ROWS_PER_BYTE = 64  # even run-length encoded ids take more than 1/64 byte a row
+PARQUET_BATCH_ROWS = 1 << 20  # rows converted to polars at a time
 CHUNK_BYTES = 8 * MIB
 STORE_BELOW_BYTES = 64 * MIB  # parts copied uncompressed into the rebuilt workbook
 MAX_PART_BYTES = 64 * MIB  # a part other than the sheet or its strings (styles, links...)
@@ -869,8 +870,16 @@ def _shared_strings(archive: zipfile.ZipFile, name: str | None, wanted: set[int]
 # --------------------------------------------------------------------------- parquet
 
 
-def read_parquet(path: Path) -> pl.DataFrame:
-    """A parquet file as polars reads it, after its footer's claims were found plausible."""
+def read_parquet(
+    path: Path, categorical: Callable[[list[str]], Collection[str]] | None = None
+) -> pl.DataFrame:
+    """A parquet file's columns as text, after its footer's claims were found plausible.
+
+    `categorical` picks, from the column names, text columns to read as categorical text
+    instead: pyarrow hands over their dictionary pages as they are, so a national roll's
+    coded columns never exist as millions of strings. The file is read in batches, each
+    converted as it comes, so the table is never held twice (as arrow and as polars).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -878,6 +887,7 @@ def read_parquet(path: Path) -> pl.DataFrame:
     size = path.stat().st_size
     try:
         metadata = pq.read_metadata(path)
+        schema = metadata.schema.to_arrow_schema()
     except (pa.ArrowException, OSError, ValueError, MemoryError):
         raise Refused("cannot be read as parquet: it is damaged or truncated", hint) from None
     rows = metadata.num_rows
@@ -885,12 +895,27 @@ def read_parquet(path: Path) -> pl.DataFrame:
         raise Refused(f"claims {rows:,} rows in {size:,} bytes, which cannot be right", hint)
     if metadata.num_columns > MAX_COLUMNS:
         raise Refused(f"has {metadata.num_columns:,} columns; at most {MAX_COLUMNS:,}", hint)
+    chosen = set(categorical(schema.names)) if categorical else set()
+    text = (pa.string(), pa.large_string())
+    dictionary = [f.name for f in schema if f.name in chosen and f.type in text]
+    frames: list[pl.DataFrame] = []
     try:
-        table = pq.read_table(path)
+        file = pq.ParquetFile(path, read_dictionary=dictionary)
+        for batch in file.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            frames.append(_from_arrow(batch))
+        if not frames:
+            frames.append(_from_arrow(file.schema_arrow.empty_table()))
     except (pa.ArrowMemoryError, MemoryError):
         raise Refused("is too large to read into memory", TOO_BIG) from None
     except (pa.ArrowException, OSError, ValueError):
         raise Refused("cannot be read as parquet: it is damaged or truncated", hint) from None
-    frame = pl.from_arrow(table)
+    frame = pl.concat(frames, rechunk=False) if len(frames) > 1 else frames[0]
+    del frames
+    kept = set(dictionary)  # every other column is text, as a CSV's would be
+    return frame.with_columns(pl.exclude(kept).cast(pl.String)) if kept else frame
+
+
+def _from_arrow(batch: object) -> pl.DataFrame:
+    frame = pl.from_arrow(batch)  # type: ignore[arg-type]
     assert isinstance(frame, pl.DataFrame)  # a table, not an array
     return frame

@@ -151,6 +151,7 @@ def pick_census(pupils: pl.DataFrame, window: Window) -> pl.DataFrame:
 # --------------------------------------------------------------------------- terms over years
 
 TERM_NAMES = ("AUT", "SPR", "SUM")
+TERM_SHAPE = re.compile(r"\d{4}-(AUT|SPR|SUM)")
 TERMS_PER_YEAR = 3
 
 
@@ -196,7 +197,8 @@ class Calendar:
     @classmethod
     def of(cls, pupils: pl.DataFrame, exits: pl.DataFrame) -> Calendar:
         censuses = pupils.get_column("census").drop_nulls().unique().to_list()
-        terms = tuple(sorted({c.upper() for c in censuses}, key=term_index))
+        valid = {c.upper() for c in censuses if TERM_SHAPE.fullmatch(c.strip().upper())}
+        terms = tuple(sorted(valid, key=term_index))  # others are the loader's errors
         dates = exits.get_column("exit_date").drop_nulls()
         return cls(terms, dates.max() if not dates.is_empty() else None)  # type: ignore[arg-type]
 

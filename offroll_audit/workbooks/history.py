@@ -27,6 +27,7 @@ from offroll_audit.workbooks.style import (
     print_setup,
     put,
     set_widths,
+    text_height,
     title,
 )
 
@@ -39,6 +40,9 @@ BAND_TEXT = {
     "low_998": "below 99.8% limit",
     "too_few": "too few to judge",
 }
+WIDTHS = [11, 10, 10, 9, 11, 11, 20, 12]
+WIDE = sum(WIDTHS) - 6  # a merged row across the table, less a margin for the font
+
 STATUS_TEXT = {
     "newly": "Newly selected this term",
     "still": "Still selected",
@@ -50,7 +54,7 @@ def history_sheet(book: Book, school: dict[str, Any], suppress: int) -> None:
     """The pack's History sheet, for termly data: per outcome a chart and a table by term."""
     history = school.get("history") or []
     ws = book.wb.create_sheet("History")
-    set_widths(ws, [11, 10, 10, 9, 11, 11, 20, 12])
+    set_widths(ws, WIDTHS)
     title(ws, "Term by term: observed against expected, with the limits")
     note = (
         "Each term is judged against what this school's own pupils that term would predict. "
@@ -73,13 +77,13 @@ def history_sheet(book: Book, school: dict[str, Any], suppress: int) -> None:
         if summary:
             put(ws, row, 1, summary[0].upper() + summary[1:] + ".", alignment=WRAP_TOP)
             ws.merge_cells(start_row=row, start_column=1, end_row=row, end_column=8)
-            ws.row_dimensions[row].height = 48
+            ws.row_dimensions[row].height = text_height(summary, WIDE)
             row += 1
         siblings = _siblings_note(terms, outcome)
         if siblings:
             put(ws, row, 1, siblings, font=NOTE_FONT, alignment=WRAP_TOP)
             ws.merge_cells(start_row=row, start_column=1, end_row=row, end_column=8)
-            ws.row_dimensions[row].height = 32
+            ws.row_dimensions[row].height = text_height(siblings, WIDE)
             row += 1
         chart_row = row
         row += 17  # the chart sits above its table
