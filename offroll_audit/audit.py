@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import date
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
 
 from offroll_audit import expected as exp
-from offroll_audit import monitoring
+from offroll_audit import monitoring, self_review
 from offroll_audit import significance as stats
 from offroll_audit.classify import FLAGS, classify_exits, flag_counts
 from offroll_audit.profile import Profile, load_profile
@@ -49,17 +49,23 @@ NOBODY_AT_RISK = {
 }
 ONE_SCHOOL = (
     "only one school: a local baseline fitted on its own pupils expects exactly the exits it "
-    "had, so its counts cannot stand out; compare it with a published baseline "
-    "(--baseline england) instead"
+    "had, so its counts cannot stand out; review it with --baseline self (or compare it with "
+    "a published baseline, --baseline england) instead"
 )
 
 
 @dataclass
 class AuditOptions:
-    """What to audit and how; the CLI's options. `profile` may be given by name or file."""
+    """What to audit and how; the CLI's options. `profile` may be given by name or file.
+
+    `baseline` None lets the audit choose (choose_baseline: self for one trust's data or too
+    few schools for a local fit, else local); run_audit records the choice and why in
+    `baseline_why`, and the LA rates of --la-rates per school in `anchors` (urn, la_code,
+    annual_rate).
+    """
 
     profile: Profile | str = "default"
-    baseline: str = "local"
+    baseline: str | None = None  # local | self | england | a baseline file; None: choose
     term: str | None = None
     start: date | None = None
     end: date | None = None
@@ -68,6 +74,10 @@ class AuditOptions:
     method: str = "nb"  # nb | poisson | funnelplotr
     letters: bool = True
     known_templates: Path | None = None
+    shape: str | None = None  # self-review: the relative risks' baseline (default england)
+    la_rates: Path | None = None  # self-review: LA code and published annual EHE rate
+    baseline_why: str | None = None  # set by run_audit when it chose the baseline
+    anchors: pl.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.profile, str):
@@ -180,7 +190,7 @@ def outcome_filters() -> dict[str, pl.Expr]:
 def warm_up() -> None:
     """Start importing statsmodels (most of a second, with pandas) in a thread, so that it
     overlaps with loading or classification instead of delaying the first fit."""
-    threading.Thread(target=_import_quietly, name="import-statsmodels").start()
+    threading.Thread(target=_import_quietly, name="import-statsmodels", daemon=True).start()
 
 
 def _import_quietly() -> None:
@@ -196,6 +206,7 @@ def run_audit(dataset: Dataset, options: AuditOptions, progress: Progress = SILE
     tests, CUSUM, persistence) joins the school frame before the selection rules run.
     """
     warm_up()  # a no-op once statsmodels is imported
+    options = resolve_baseline(dataset, options)
     profile = options.profile
     calendar = Calendar.of(dataset.pupils, dataset.exits)
     window = choose_window(dataset.exits, options.term, options.start, options.end, calendar)
@@ -237,6 +248,33 @@ def run_audit(dataset: Dataset, options: AuditOptions, progress: Progress = SILE
     )
 
 
+def resolve_baseline(dataset: Dataset, options: AuditOptions) -> AuditOptions:
+    """The options with the baseline decided (and why, when the audit chose it) and the LA
+    rates of --la-rates checked against every school's LA (DataError, exit 2, when not)."""
+    if options.baseline is not None and options.baseline_why is not None:
+        return options  # resolved already
+    wants_self = options.shape is not None or options.la_rates is not None
+    kind, why = self_review.choose_baseline(
+        dataset, options.baseline, wants_self, options.profile.statistics
+    )
+    if kind == "self":
+        exp.baseline_path(options.shape or self_review.DEFAULT_SHAPE, "--shape")
+    anchors = self_review.school_rates(dataset, options.la_rates) if options.la_rates else None
+    return replace(options, baseline=kind, baseline_why=why, anchors=anchors)
+
+
+def covered_outcomes(options: AuditOptions) -> set[str]:
+    """The outcomes the baseline gives rates for (local: all; self: its shape file's)."""
+    kind = options.baseline or "local"
+    if kind == "local":
+        return set(OUTCOMES)
+    if kind == "self":
+        return exp.baseline_outcomes(
+            exp.baseline_path(options.shape or self_review.DEFAULT_SHAPE, "--shape")
+        )
+    return exp.baseline_outcomes(exp.baseline_path(kind))
+
+
 def assess_window(
     dataset: Dataset, window: Window, options: AuditOptions, letters, termly: bool = False
 ) -> WindowAudit:
@@ -252,9 +290,7 @@ def assess_window(
     case_mix = list(profile.statistics.get("case_mix", exp.DEFAULT_CASE_MIX))
     roll = exp.roll_cells(pupils, exits, window, outcome_filters(), case_mix)
     warnings: list[str] = []
-    covered = set(OUTCOMES)
-    if options.baseline != "local":
-        covered = exp.baseline_outcomes(exp.baseline_path(options.baseline))
+    covered = covered_outcomes(options)
     tested = {}
     for outcome, cells_and_mix in outcome_cells(roll, case_mix).items():
         if outcome in covered:
@@ -273,7 +309,7 @@ def assess_window(
         for outcome in OUTCOMES
         if outcome in covered and outcome not in outcomes
     ]
-    if options.baseline == "local" and roll.get_column("urn").n_unique() == 1:
+    if (options.baseline or "local") == "local" and roll.get_column("urn").n_unique() == 1:
         warnings.append(ONE_SCHOOL)
     for outcome, result in outcomes.items():
         label = OUTCOME_LABEL[outcome]
@@ -281,7 +317,8 @@ def assess_window(
         judged = result.schools.get_column("expected").sum() > 0  # else no school was tested
         if result.overdispersion.warning and judged:
             warnings.append(f"{label}: {result.overdispersion.warning}")
-    schools = school_table(dataset, roll, exits, outcomes, letters)
+    evidence = letters_dated_within(letters, dataset, window) if termly and letters else letters
+    schools = school_table(dataset, roll, exits, outcomes, evidence)
     return WindowAudit(window, exits, roll, outcomes, schools, warnings)
 
 
@@ -396,19 +433,25 @@ def assess_outcome(
     model = settings.get("case_mix_model", "main")
     layout = exp.CellLayout.of(cells, case_mix)
     own_rates = None
-    if options.baseline == "local":
+    kind = options.baseline or "local"
+    if kind == "local":
         first = exp.fit_rates(layout.pattern_totals([], case_mix), case_mix, model)
         baseline = exp.Baseline(
             "local", "fitted on this dataset, all schools pooled", first.rates, model, fit=first
         )
         if settings.get("robust_baseline", "refit") == "refit":
             own_rates = guard_baseline(layout, baseline, first.terms, case_mix, model, settings)
+    elif kind == "self":
+        baseline, own_rates = self_review.self_baseline(
+            layout, cells, outcome, case_mix, window, options.shape, options.anchors, settings
+        )
     else:
-        path = exp.baseline_path(options.baseline)
+        path = exp.baseline_path(kind)
         rates, source = exp.file_rates(path, outcome, cells, case_mix, window)
         baseline = exp.Baseline("file", source, rates, "published relative risks")
+    given = baseline.self_review.level.overdispersion if baseline.self_review else None
     tested, groups, alpha = _expected_and_tests(
-        cells, baseline, case_mix, options, own_rates, decisions
+        cells, baseline, case_mix, options, own_rates, decisions, given
     )
     fpr = None
     if options.method == "funnelplotr":
@@ -535,26 +578,44 @@ def _expected_and_tests(
     options: AuditOptions,
     own_rates: tuple[pl.DataFrame, pl.DataFrame] | None = None,
     decisions: pl.DataFrame | None = None,
+    given: stats.Overdispersion | None = None,
 ):
     """Expected counts (leave-one-out where given, with their variance) and the tests; with
-    `decisions` (urn, families), the tests count family decisions (see family_scaled)."""
+    `decisions` (urn, families), the tests count family decisions (see family_scaled);
+    `given` is an alpha fitted elsewhere (a self-review's, see test_schools)."""
     rates, variance = own_rates if own_rates is not None else (None, None)
     with_expected = exp.expected_by_cell(cells, baseline.rates, case_mix, rates)
     totals = exp.school_totals(with_expected)
     if variance is not None:
         totals = totals.join(variance, on="urn", how="left")
-    if decisions is None:
-        tested, alpha = stats.test_schools(totals, options.profile.statistics, options.method)
-    else:
-        scaled = family_scaled(totals, decisions)
-        tested, alpha = stats.test_schools(scaled, options.profile.statistics, options.method)
-        tested = tested.with_columns(
-            pl.col("observed").alias("decisions"),
-            pl.col("expected").alias("expected_decisions"),
-            pl.col("_pupils").alias("observed"),
-            pl.col("_expected").alias("expected"),
-        ).drop("_pupils", "_expected")
+    tested, alpha = test_totals(totals, options, decisions, given)
     return tested, exp.group_breakdown(with_expected), alpha
+
+
+def test_totals(
+    totals: pl.DataFrame,
+    options: AuditOptions,
+    decisions: pl.DataFrame | None = None,
+    given: stats.Overdispersion | None = None,
+) -> tuple[pl.DataFrame, stats.Overdispersion]:
+    """test_schools on per-school totals (urn, observed, expected, [expected_variance]), with
+    family decisions counted where given; observed and expected stay the pupils' counts, the
+    tested ones are `decisions` and `expected_decisions`. The trust roll-up reuses it."""
+    settings, method = options.profile.statistics, options.method
+    if decisions is None:
+        return stats.test_schools(totals, settings, method, given)
+    scaled = family_scaled(totals, decisions)
+    tested, alpha = stats.test_schools(scaled, settings, method, given)
+    tested = tested.with_columns(
+        pl.col("observed").alias("decisions"),
+        pl.col("expected").alias("expected_decisions"),
+        pl.col("_pupils").alias("observed"),
+        pl.col("_expected").alias("expected"),
+    ).drop("_pupils", "_expected")
+    return tested, alpha
+
+
+test_totals.__test__ = False  # a pipeline step, not a pytest test
 
 
 def family_scaled(totals: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFrame:
@@ -578,6 +639,35 @@ def family_scaled(totals: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFrame
     if "expected_variance" in scaled.columns:
         scaled = scaled.with_columns(pl.col("expected_variance") * pl.Series(scale**2))
     return scaled
+
+
+LETTERS_LOOK_BACK_DAYS = 365
+
+
+def letters_dated_within(letters, dataset: Dataset, window: Window):
+    """On termly data, a term's letter evidence: the letters dated in the year up to the end of
+    the window (received_date, else the first exit the letter is linked to; undated letters
+    always count). A template handed out two years ago shows in the history, but does not
+    select the school now, as a count excess that ended does not."""
+    from dataclasses import replace
+
+    from offroll_audit.letters import letters_per_school
+
+    linked = (
+        dataset.exits.filter(pl.col("letter_id").is_not_null())
+        .group_by("letter_id")
+        .agg(pl.col("exit_date").min().alias("_exit"))
+    )
+    day = pl.coalesce(pl.col("received_date"), pl.col("_exit"))
+    start = window.end - timedelta(days=LETTERS_LOOK_BACK_DAYS)
+    manifest = (
+        dataset.letters.join(linked, on="letter_id", how="left")
+        .filter(day.is_null() | day.is_between(start, window.end))
+        .drop("_exit")
+    )
+    ids = manifest.get_column("letter_id").implode()
+    kept = replace(letters, letters=letters.letters.filter(pl.col("letter_id").is_in(ids)))
+    return replace(kept, per_school=letters_per_school(kept, manifest))
 
 
 def school_table(

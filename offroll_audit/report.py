@@ -201,6 +201,7 @@ def manifest_document(result: AuditResult, dataset: Dataset, options: OutputOpti
         "tool": tool_block(),
         "profile": {"name": profile.name, "source": profile.source},
         "baseline": result.options.baseline,
+        "baseline_choice": baseline_manifest(result),
         "method": result.options.method,
         "window": result.window.as_dict(),
         "restricted_to": {"urns": result.options.urns, "trust": result.options.trust},
@@ -208,6 +209,21 @@ def manifest_document(result: AuditResult, dataset: Dataset, options: OutputOpti
         "suppress_below": options.suppress,
         "inputs": input_hashes(dataset),
     }
+
+
+def baseline_manifest(result: AuditResult) -> dict[str, Any]:
+    """Whether the baseline was given or chosen (and why); for a self-review its shape and
+    the LA-rates table it read, with the table's sha256 (an input like the data's files)."""
+    options = result.options
+    block: dict[str, Any] = {
+        "chosen": "automatic" if options.baseline_why else "given",
+        "why": options.baseline_why,
+    }
+    if options.baseline == "self":
+        block["shape"] = options.shape or "england"
+        rates = options.la_rates
+        block["la_rates"] = {"file": str(rates), "sha256": sha256_file(rates)} if rates else None
+    return block
 
 
 def write_outputs(

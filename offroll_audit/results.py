@@ -21,6 +21,7 @@ from offroll_audit import tool_block
 from offroll_audit.audit import OUTCOME_LABEL, AuditResult
 from offroll_audit.classify import FLAG_TEXT, FLAGS
 from offroll_audit.select import rule_text
+from offroll_audit.trusts import trusts_block
 
 STAT_FIELDS = {
     "observed": "observed",
@@ -200,6 +201,7 @@ def _build_results(
             for o, r in result.outcomes.items()
         },
         "monitoring": monitoring_summary(result),
+        "trusts": trusts_block(result),
         "warnings": result.warnings + (result.letters.warnings if result.letters else []),
         "data_issues": data_issues or [],
         "schools": schools,
@@ -377,6 +379,7 @@ def baseline_block(result: AuditResult) -> dict[str, Any]:
     }
     if ehe is not None:
         block.update(source=ehe.baseline.source, model=ehe.baseline.model)
+    block.update(baseline_choice_fields(result))
     block["robust"] = {
         o: {
             "excluded_urns": r.baseline.excluded_urns,
@@ -389,6 +392,26 @@ def baseline_block(result: AuditResult) -> dict[str, Any]:
     if any(fits.values()):
         block["fit"] = {o: fit for o, fit in fits.items() if fit}
     return block
+
+
+def baseline_choice_fields(result: AuditResult) -> dict[str, Any]:
+    """How the baseline was chosen (`chosen`: given or automatic, and `why`) and, for a
+    self-review (`kind` self), its shape file and each outcome's level."""
+    options = result.options
+    fields: dict[str, Any] = {
+        "chosen": "automatic" if options.baseline_why else "given",
+        "why": options.baseline_why,
+    }
+    if options.baseline == "self":
+        fields["kind"] = "self"
+        fields["shape"] = options.shape or "england"
+        fields["la_rates"] = str(options.la_rates) if options.la_rates else None
+        fields["level"] = {
+            o: r.baseline.self_review.level.as_dict()
+            for o, r in result.outcomes.items()
+            if r.baseline.self_review is not None
+        }
+    return fields
 
 
 def fit_block(baseline) -> dict[str, Any]:

@@ -694,28 +694,37 @@ def mid_p_z(observed: ArrayLike, expected: ArrayLike, alpha: ArrayLike) -> Float
 
 
 def test_schools(
-    totals: pl.DataFrame, settings: Mapping[str, Any], method: str = "nb"
+    totals: pl.DataFrame,
+    settings: Mapping[str, Any],
+    method: str = "nb",
+    given: Overdispersion | None = None,
 ) -> tuple[pl.DataFrame, Overdispersion]:
     """The test stage for one outcome: add every school's statistics to its totals row.
 
     `totals` has urn, observed, expected (more columns pass through);
     `settings` is the profile's [statistics] table; `method` is nb (default),
     poisson (alpha fixed at 0) or funnelplotr (bands from FunnelPlotR's SHMI
-    limits; alpha still estimated for ranking).
+    limits; alpha still estimated for ranking). `given` is an alpha fitted elsewhere, used
+    instead of fitting one here: a self-review fits it among the schools that set its level,
+    against that common level, because each school's leave-one-out expectation already
+    carries the level's noise (its expected_variance) and a fit here would count it twice.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     o = totals.get_column("observed").cast(pl.Float64).to_numpy()
     e = totals.get_column("expected").cast(pl.Float64).to_numpy()
     p998, p95 = float(settings.get("p_high_998", 0.001)), float(settings.get("p_high_95", 0.025))
-    fit = fit_overdispersion(
-        o,
-        e,
-        outlier_p=float(settings.get("outlier_p", 0.001)),
-        min_alpha=float(settings.get("min_alpha", 0.0)),
-        min_schools=int(settings.get("min_schools_for_alpha", 20)),
-        force_poisson=method == "poisson",
-    )
+    if given is not None and method != "poisson":
+        fit = given
+    else:
+        fit = fit_overdispersion(
+            o,
+            e,
+            outlier_p=float(settings.get("outlier_p", 0.001)),
+            min_alpha=float(settings.get("min_alpha", 0.0)),
+            min_schools=int(settings.get("min_schools_for_alpha", 20)),
+            force_poisson=method == "poisson",
+        )
     alpha: FloatArray | float = fit.alpha
     if "expected_variance" in totals.columns:
         # E estimated without the school has its own sampling variance v; Var(O - E) = E +

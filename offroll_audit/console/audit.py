@@ -31,11 +31,28 @@ def command(
     profile: str = typer.Option(
         "default", "--profile", help="Thresholds profile: default, strict, ofsted, or a .toml file."
     ),
-    baseline: str = typer.Option(
-        "local",
+    baseline: str | None = typer.Option(
+        None,
         "--baseline",
-        help="Where expected rates come from: local (fitted on this data), "
-        "england, or a baseline .toml file.",
+        help="Where expected rates come from: local (fitted on this data), self (a trust's "
+        "or school's own data: relative risks from --shape, the level from its own schools), "
+        "england, or a baseline .toml file. Default: self when the data hold one trust's "
+        "schools or fewer than the profile's min_schools_local (20), else local.",
+    ),
+    shape: str | None = typer.Option(
+        None,
+        "--shape",
+        help="With --baseline self: the baseline whose relative risks (how SEN, disadvantage, "
+        "social care and year group change the risk) are used (default england, or a .toml).",
+    ),
+    la_rates: Path | None = typer.Option(
+        None,
+        "--la-rates",
+        exists=True,
+        dir_okay=False,
+        help="With --baseline self: a CSV of la_code,annual_rate (your LA's published EHE "
+        "rate; template in thresholds/baselines/la-rates-template.csv); exits to home "
+        "education are judged against it instead of a level estimated from your schools.",
     ),
     term: str | None = TERM,
     date_from: datetime | None = DATE_FROM,
@@ -95,6 +112,8 @@ def command(
         method=method,
         letters=letters,
         known_templates=known_templates,
+        shape=shape,
+        la_rates=la_rates,
     )
     audit_and_write(
         data,
@@ -162,6 +181,8 @@ def render_summary(results: dict[str, Any], out: Path, console) -> None:
         f"Audit window {window['from']} to {window['to']} ({window['source']}); "
         f"profile {results['profile']}; baseline {results['baseline']['kind']}"
     )
+    for line in baseline_lines(results):
+        console.print(line)
     shown = 40  # a national run selects hundreds: the table shows the first, the files hold all
     if selected:
         console.print(summary_table(selected[:shown], f"{len(selected)} of {len(schools)} "))
@@ -174,6 +195,22 @@ def render_summary(results: dict[str, Any], out: Path, console) -> None:
         f"Outputs in {out}: results.json, schools.csv, exits.csv{packs}"
         f"{', overview.xlsx' if (out / 'overview.xlsx').exists() else ''}"
     )
+
+
+def baseline_lines(results: dict[str, Any]) -> list[str]:
+    """Say when the baseline was chosen for the user, and the trust roll-up's line, so a
+    trust lead sees what the numbers rest on without opening a file (cautions, such as a
+    self-review's level falling back to the national one, are printed with the warnings)."""
+    baseline = results.get("baseline") or {}
+    lines = []
+    if baseline.get("why") and baseline.get("kind") == "self":
+        lines.append(
+            f"Baseline {baseline['kind']} chosen automatically: {baseline['why']} "
+            "(give --baseline local|england|FILE to choose another)."
+        )
+    for trust in results.get("trusts") or []:
+        lines.append(trust["summary"])
+    return lines
 
 
 def summary_table(selected: list[dict[str, Any]], count: str):

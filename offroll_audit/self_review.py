@@ -1,0 +1,729 @@
+"""The self-review baseline: a trust's (or a school's) own data, judged against a yardstick whose
+shape comes from outside and whose level is estimated from its own schools.
+
+A trust has only its own pupils. Fitting the case-mix model on them (`local`) gives a model
+with nearly as many parameters as schools, which absorbs a moderate off-roller's excess;
+judging them against the national level (`england`) selects every ordinary school of an LA
+whose families home-educate more than the national average. The answer is to take how SEN,
+disadvantage, social care and year group change the risk (the *shape*: relative risks from
+a baseline file) from outside, and estimate only one number from the data: the *level*, how
+much more or less often this area's pupils leave than the file's national rate.
+
+The level is estimated robustly: schools whose counts are beyond chance under the level are
+set aside and the level refitted, until that stops changing (as the local refit does), so
+one or two off-rolling schools cannot raise it; each school is judged against the level of
+the *other* schools, and the level's own uncertainty (few schools, wide limits) enters its
+test as a variance of its expected count. The national level is the level's prior, worth a
+few exits (an area's level may lie far from it): with plenty of exits the data decide, with
+too few the level leans on the national one, and the audit says so. A handful of schools
+cannot estimate how much schools differ (alpha) either: the profile's self_alpha stands in.
+With `--la-rates` the level of exits to home education is instead anchored to the published
+rate of each school's LA.
+
+What it cannot tell: a trust whose every school off-rolls looks normal against its own level.
+Only the anchored or national comparison (the trust roll-up, trusts.py) shows that.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+from numpy.typing import NDArray
+
+from offroll_audit import expected as exp
+from offroll_audit import significance as stats
+from offroll_audit.problems import ERROR, DataError, Report, UsageError
+
+if TYPE_CHECKING:
+    from offroll_audit.schema import Dataset
+    from offroll_audit.window import Window
+
+FloatArray = NDArray[np.float64]
+
+DEFAULT_SHAPE = "england"
+# Profile [statistics] keys and their defaults (thresholds/default.toml explains each).
+MIN_SCHOOLS_LOCAL = 20  # fewer schools on roll: the automatic choice is self, not local
+OUTLIER_P = 0.01  # Poisson p below which a school is set aside from the level
+MIN_SCHOOLS = 3  # schools (kept) needed to estimate a level
+MIN_EXITS = 10.0  # exits (at the schools kept) needed to estimate a level
+SELF_ALPHA = 0.05  # between-school allowance when a self-review's schools cannot estimate it
+NATIONAL_CV = 0.5  # how far an area's level may lie from the national one (the level's prior)
+MAX_LA_RATE = 0.2  # an annual EHE rate above this is a typing slip (a percentage, say)
+LA_CODE = re.compile(r"^\d{3}$")
+RATE_COLUMNS = ("la_code", "annual_rate")
+CANNOT_TELL = (
+    "A self-review judges each school against the level of the reviewer's other schools, so "
+    "a trust whose every school off-rolls looks normal against its own level. The check for "
+    "that is the comparison with its LA's published rate (--la-rates) or the national level: "
+    "the trust's own level against it is on the Trust sheet and in results.json (trusts)."
+)
+
+
+@dataclass
+class Level:
+    """How this data's rate compares with the shape file's national rate (1 = the same)."""
+
+    value: float
+    ci95: tuple[float, float]
+    how: str  # estimated | anchored | national
+    schools: int  # schools the estimate rests on
+    exits: float  # exits it rests on
+    set_aside: list[str] = field(default_factory=list)  # schools beyond chance, left out
+    alpha: float = 0.0  # between-school variation among the schools kept
+    note: str = ""
+    warning: str | None = None
+    overdispersion: stats.Overdispersion | None = None  # estimated: alpha, for the tests
+    prior_exits: float = 0.0  # what the reference level was worth as the level's prior
+    usable: int = 0  # schools with pupils at risk
+    usable_exits: float = 0.0  # and their exits
+
+    def as_dict(self) -> dict[str, Any]:
+        """results.json's view (baseline.level.<outcome>, trusts[].<outcome>.own_level)."""
+        return {
+            "how": self.how,
+            "value": _finite(self.value),
+            "ci95": [_finite(self.ci95[0]), _finite(self.ci95[1])],
+            "schools": self.schools,
+            "exits": _finite(self.exits),
+            "set_aside": self.set_aside,
+            "alpha": _finite(self.alpha),
+            "prior_exits": _finite(self.prior_exits),
+            "note": self.note,
+            "warning": self.warning,
+        }
+
+
+@dataclass
+class SchoolLevels:
+    """Per school (in the order given): the level it is judged against (the other schools'),
+    and that level's variance."""
+
+    level: FloatArray
+    variance: FloatArray
+
+
+@dataclass
+class SelfReview:
+    """What a self-review baseline did for one outcome: the level, and each school's expected
+    count at the reference level (anchored where --la-rates gave one, else national), which
+    the trust roll-up compares the schools with."""
+
+    level: Level
+    reference: pl.DataFrame  # urn, expected (at the reference level)
+    reference_kind: str  # anchored | national
+    shape: str  # the shape file's title and date
+
+
+# --------------------------------------------------------------------------- the level
+
+
+def prior_exits(settings: dict[str, Any]) -> float:
+    """What the reference level is worth, in exits, as the level's prior: 1 / cv^2, where cv
+    (self_national_cv) says how far an area's level may lie from the national one (0.5: a
+    prior worth 4 exits)."""
+    cv = float(settings.get("self_national_cv", NATIONAL_CV))
+    return 1.0 / max(cv, 1e-6) ** 2
+
+
+def estimate_level(
+    observed: FloatArray,
+    shape_expected: FloatArray,
+    urns: list[str],
+    settings: dict[str, Any] | None = None,
+    fallback: str = "national",
+    max_passes: int = 10,
+) -> tuple[Level, SchoolLevels]:
+    """The robust level, and every school's leave-one-out level with its variance.
+
+    `shape_expected` is each school's expected count at the reference level (the shape
+    file's national level; on an LA's data, for a trust's own level, the LA's). The level is
+    credibility-weighted: the exits of the schools it rests on against a prior at the
+    reference level worth prior_exits (4 exits by default; see _posterior). With plenty of
+    exits the data decide; with few or none it leans on the reference, and its uncertainty
+    (few schools, wide limits) enters every school's test instead of being ignored.
+    Between-school variation (alpha, fitted on the schools kept against their common level)
+    lowers what their exits are worth.
+
+    A school is set aside when its count is beyond chance (Poisson p < self_outlier_p)
+    against the level of the other schools kept: judged against the level it helped to
+    raise, two off-rollers in a trust of eight would each hide behind the other. This
+    repeats until the set stops changing; at most half the schools are ever set aside (if
+    most are beyond chance, the level is what it is, and only the anchored or national
+    comparison can show that). With fewer than self_min_schools schools or self_min_exits
+    exits kept, `how` is `fallback` (the level leans on the reference) and `warning` says so.
+    """
+    settings = settings or {}
+    o = np.asarray(observed, dtype=float)
+    s = np.asarray(shape_expected, dtype=float)
+    prior = prior_exits(settings)
+    outlier_p = float(settings.get("self_outlier_p", OUTLIER_P))
+    kept = robust_kept(o, s, prior, outlier_p, max_passes)
+    total_o, total_s, total_s2 = o[kept].sum(), s[kept].sum(), (s[kept] ** 2).sum()
+    first, _ = _posterior(total_o, total_s, total_s2, 0.0, prior)
+    fit = stats.fit_overdispersion(
+        o[kept],
+        first * s[kept],
+        outlier_p=0.0,  # the schools beyond chance are already set aside
+        min_alpha=float(settings.get("min_alpha", 0.0)),
+        min_schools=int(settings.get("min_schools_for_alpha", 20)),
+    )
+    usable = s > 0
+    fit = _settled_alpha(replace(fit, n_set_aside=int((usable & ~kept).sum())), settings)
+    alpha = fit.alpha if math.isfinite(fit.alpha) else 0.0
+    value, log_variance = _posterior(total_o, total_s, total_s2, alpha, prior)
+    spread = 1.96 * math.sqrt(float(log_variance))
+    low, high = float(value) * math.exp(-spread), float(value) * math.exp(spread)
+    enough = kept.sum() >= int(settings.get("self_min_schools", MIN_SCHOOLS)) and total_o >= float(
+        settings.get("self_min_exits", MIN_EXITS)
+    )
+    level = Level(
+        value=float(value),
+        ci95=(float(low), float(high)),
+        how="estimated" if enough else fallback,
+        schools=int(kept.sum()),
+        exits=float(total_o),
+        set_aside=[u for u, k, ok in zip(urns, kept, usable, strict=True) if ok and not k],
+        alpha=float(alpha),
+        overdispersion=fit,
+        prior_exits=prior,
+        usable=int(usable.sum()),
+        usable_exits=float(o[usable].sum()),
+    )
+    return level, _leave_one_out(o, s, kept, alpha, prior)
+
+
+def _settled_alpha(fit: stats.Overdispersion, settings: dict[str, Any]) -> stats.Overdispersion:
+    """The fitted alpha where the schools determine it; else the profile's self_alpha.
+
+    A trust's handful of schools cannot tell how much schools differ for reasons the case
+    mix does not see: the maximum-likelihood alpha of seven schools with three exits ran
+    from 0 to 25 (95% interval), and its point estimate (1.6) made every test powerless.
+    Where the fit is poorly determined (fewer than min_schools_for_alpha schools, or under
+    50 exits expected), self_alpha (about what LA-wide audits find) is used and said, or
+    the lower end of the fit's 95% interval where even that is higher (the schools then
+    differ more than self_alpha allows, whatever the point estimate).
+    """
+    if fit.warning is None:
+        return fit
+    low, high = fit.alpha_ci95
+    alpha = max(
+        float(settings.get("self_alpha", SELF_ALPHA)),
+        float(settings.get("min_alpha", 0.0)),
+        low if math.isfinite(low) else 0.0,
+    )
+    interval = "too wide to state" if not math.isfinite(high) else f"{low:.3g} to {high:.3g}"
+    used = (
+        f"the lower end of that interval ({alpha:.3g}) was used"
+        if alpha > float(settings.get("self_alpha", SELF_ALPHA))
+        else f"the profile's self_alpha ({alpha:g}, about what LA-wide audits find) was used"
+    )
+    warning = (
+        f"the allowance for differences between schools (alpha) cannot be estimated from "
+        f"{fit.n_schools} school(s) (95% interval {interval}), so {used}; treat bands near a "
+        "limit with caution"
+    )
+    return replace(fit, alpha=alpha, method="self_alpha", warning=warning)
+
+
+def robust_kept(
+    o: FloatArray,
+    s: FloatArray,
+    prior: float,
+    outlier_p: float = OUTLIER_P,
+    max_passes: int = 10,
+) -> NDArray[np.bool_]:
+    """The schools the level rests on: those with a shape expectation whose counts are not
+    beyond chance against the level of the other schools kept (see estimate_level)."""
+    usable = s > 0
+    kept = usable.copy()
+    for _ in range(max_passes):
+        others = _leave_one_out(o, s, kept, 0.0, prior).level
+        beyond = usable & (stats.poisson_p_upper(o, others * s) < outlier_p)
+        if beyond.sum() > usable.sum() / 2 or np.array_equal(usable & ~beyond, kept):
+            break
+        kept = usable & ~beyond
+    return kept
+
+
+def fixed_levels(levels: FloatArray) -> SchoolLevels:
+    """Levels that are given, not estimated (anchored): no sampling variance."""
+    levels = np.asarray(levels, dtype=float)
+    return SchoolLevels(levels, np.zeros(len(levels)))
+
+
+def _posterior(
+    total: Any, expected: Any, squares: Any, alpha: float, prior: float
+) -> tuple[Any, Any]:
+    """The level (the posterior median) and the variance of its logarithm, from `total`
+    exits against `expected` (`squares`: the sum of the schools' squared expectations) and a
+    prior at the reference level (log 0) worth `prior` exits (log variance 1 / prior).
+
+    Combined on the log scale, where a ratio's error is symmetric: the data say
+    log(O / S) with variance d / O (O at least 1/2), d = 1 + alpha x level x sum(S^2) / sum(S)
+    the design effect of between-school variation. (A gamma prior, conjugate on the level
+    itself, pulled a trust whose data said 3 times the national level down to 2.5; on the log
+    scale the same prior leaves 2.7.) Works on numbers and arrays alike; no expectation at all
+    leaves the prior.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        has = np.asarray(expected) > 0
+        safe = np.where(has, expected, 1.0)
+        exits = np.maximum(np.asarray(total, dtype=float), 0.5)  # no exit: as if half of one
+        raw = exits / safe
+        effect = 1.0 + alpha * raw * np.where(has, squares / safe, 0.0)
+        data = np.where(has, effect / exits, np.inf)
+        weight = np.where(has, 1.0 / data, 0.0)
+        log_level = np.where(has, np.log(raw) * weight, 0.0) / (weight + prior)
+    return np.exp(log_level), 1.0 / (weight + prior)
+
+
+def _leave_one_out(
+    o: FloatArray, s: FloatArray, kept: NDArray[np.bool_], alpha: float, prior: float
+) -> SchoolLevels:
+    """Each school's level from the kept schools other than itself (a school not kept is
+    judged against all the kept ones), and that level's variance."""
+    own = np.where(kept, 1.0, 0.0)
+    total_o = o[kept].sum() - own * o
+    total_s = np.clip(s[kept].sum() - own * s, 0.0, None)
+    total_s2 = np.clip((s[kept] ** 2).sum() - own * s**2, 0.0, None)
+    level, log_variance = _posterior(total_o, total_s, total_s2, alpha, prior)
+    level = np.asarray(level, dtype=float)
+    return SchoolLevels(level, level**2 * np.asarray(log_variance, dtype=float))
+
+
+def _finite(value: float) -> float | None:
+    return round(float(value), 6) if value is not None and math.isfinite(value) else None
+
+
+# --------------------------------------------------------------------------- the baseline
+
+
+def self_baseline(
+    layout: exp.CellLayout,
+    cells: pl.DataFrame,
+    outcome: str,
+    case_mix: list[str],
+    window: Window,
+    shape: str | None,
+    anchors: pl.DataFrame | None,
+    settings: dict[str, Any],
+) -> tuple[exp.Baseline, tuple[pl.DataFrame, pl.DataFrame]]:
+    """The self-review baseline of one outcome, and each school's own rates (shape x the level
+    it is judged against) with the variance of its expected count, for the tests.
+
+    Exits to home education are anchored to each school's LA rate when `anchors` (urn,
+    annual_rate) are given; otherwise, and for the other outcomes, the level is estimated
+    from the schools, leaning on the national one when they are too few (estimate_level).
+    """
+    path = exp.baseline_path(shape or DEFAULT_SHAPE)
+    rates, source = exp.file_rates(path, outcome, cells, case_mix, window)
+    o, s = layout.observed(), layout.expected(rates, case_mix)
+    urns = layout.urns.to_list()
+    if anchors is not None and outcome == "ehe":
+        level, per_school = _anchored(anchors, layout.urns, s, o, path, settings)
+        reference, reference_kind = per_school.level, "anchored"
+    else:
+        level, per_school = estimate_level(o, s, urns, settings)
+        reference, reference_kind = np.ones(len(urns)), "national"
+        level.note = estimated_note(level)
+        if level.how != "estimated":
+            level.warning = too_few_warning(level, settings, outcome)
+    baseline = exp.Baseline(
+        "self",
+        f"self-review: how pupils' characteristics change the risk from {source}; "
+        + LEVEL_SOURCE[level.how],
+        rates.with_columns(pl.col("rate") * level.value),
+        "published relative risks",
+    )
+    baseline.excluded_urns = level.set_aside
+    baseline.note = ROBUST_NOTE[level.how] + (" (set aside from it)" if level.set_aside else "")
+    if level.warning:
+        baseline.warnings.append(level.warning)
+    baseline.warnings += unadjusted_warning(path, outcome, case_mix)
+    if level.how != "anchored":
+        baseline.left_out_urns = [u for u, e in zip(urns, s, strict=True) if e > 0]
+    baseline.self_review = SelfReview(
+        level, pl.DataFrame({"urn": layout.urns, "expected": s * reference}), reference_kind, source
+    )
+    return baseline, _own_rates(cells, rates, case_mix, layout.urns, per_school, s)
+
+
+def unadjusted_warning(path: Path, outcome: str, case_mix: list[str]) -> list[str]:
+    """Say which case-mix factors the shape file does not adjust for: its schools are not
+    compared like with like on them (england.toml has no national breakdown of EHE by
+    disadvantage, so a school with many disadvantaged pupils looks high against it)."""
+    spec = tomllib.loads(path.read_text(encoding="utf-8"))
+    risks = spec.get("outcomes", {}).get(outcome, {}).get("relative_risk", {})
+    missing = [exp.FACTOR_TEXT.get(f, f) for f in case_mix if f not in risks]
+    if not missing:
+        return []
+    names = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} or {missing[-1]}"
+    return [
+        f"the shape file ({path.stem}) does not adjust for {names}, so a school whose pupils "
+        f"differ from the others' in {names} is not compared like with like (a school with "
+        "more of the pupils who leave more often looks high); give --shape with a file that "
+        "does, where you have one"
+    ]
+
+
+ROBUST_NOTE = {
+    "estimated": "self-review: each school judged against the level of the other schools, "
+    "estimated without the schools beyond chance against the others",
+    "anchored": "self-review: the level anchored to the LA's published rate, so no school's "
+    "exits raise it",
+    "national": "self-review: too few schools or exits, so the level leans on the national "
+    "one; each school judged against the level of the other schools",
+}
+LEVEL_SOURCE = {
+    "estimated": "the level estimated from the schools in the data",
+    "anchored": "the level of exits to home education anchored to each school's LA rate "
+    "(--la-rates)",
+    "national": "the level leaning on the national one (too few schools or exits to estimate "
+    "it from the data)",
+}
+
+
+def _own_rates(
+    cells: pl.DataFrame,
+    rates: pl.DataFrame,
+    case_mix: list[str],
+    urns: pl.Series,
+    per_school: SchoolLevels,
+    shape_expected: FloatArray,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(urn, pattern, rate) for every cell: the shape's rate times the school's level; and
+    (urn, expected_variance): the school's shape expectation squared times its level's
+    variance (what test_schools adds to alpha as v / E^2)."""
+    lookup = rates.select(exp.pattern_key(rates.schema, case_mix).alias("pattern"), "rate")
+    levels = pl.DataFrame({"urn": urns, "_level": per_school.level})
+    own = (
+        cells.select("urn", "pattern")
+        .join(lookup, on="pattern", how="left")
+        .join(levels, on="urn", how="left")
+        .select("urn", "pattern", (pl.col("rate") * pl.col("_level")).clip(0.0, 1.0).alias("rate"))
+    )
+    variance = pl.DataFrame(
+        {"urn": urns, "expected_variance": shape_expected**2 * per_school.variance}
+    )
+    return own, variance
+
+
+def _anchored(
+    anchors: pl.DataFrame,
+    urns: pl.Series,
+    shape_expected: FloatArray,
+    observed: FloatArray,
+    path: Path,
+    settings: dict[str, Any],
+) -> tuple[Level, SchoolLevels]:
+    """Each school's level = its LA's published annual rate over the shape file's (exits to
+    home education: the only outcome with a published rate). alpha is fitted against the
+    anchored expectations, the clear outliers set aside, and settled as estimate_level's."""
+    national = exp.baseline_annual_rate(path, "ehe")
+    aligned = urns.to_frame("urn").join(anchors, on="urn", how="left", maintain_order="left")
+    rate = aligned.get_column("annual_rate").fill_null(national).to_numpy().astype(float)
+    levels = rate / national if national > 0 else np.ones(len(rate))
+    weights = shape_expected.sum()
+    value = float((levels * shape_expected).sum() / weights) if weights > 0 else 1.0
+    codes = aligned.get_column("la_code").drop_nulls().unique().sort().to_list()
+    published = ", ".join(
+        f"LA {code} {r:.2%}"
+        for code, r in aligned.select("la_code", "annual_rate").unique().sort("la_code").rows()
+        if code is not None
+    )
+    fit = stats.fit_overdispersion(
+        observed,
+        levels * shape_expected,
+        outlier_p=float(settings.get("outlier_p", 0.001)),
+        min_alpha=float(settings.get("min_alpha", 0.0)),
+        min_schools=int(settings.get("min_schools_for_alpha", 20)),
+    )
+    level = Level(
+        value=value,
+        ci95=(value, value),
+        how="anchored",
+        schools=len(urns),
+        exits=float(observed.sum()),
+        overdispersion=_settled_alpha(fit, settings),
+        note=(
+            f"the level of exits to home education is the published rate of the schools' "
+            f"LA{'s' if len(codes) > 1 else ''} ({published} a year, from --la-rates) over the "
+            f"shape file's national {national:.2%}: {value:.2f} times the national level"
+        ),
+    )
+    return level, fixed_levels(levels)
+
+
+def too_few_warning(level: Level, settings: dict[str, Any], outcome: str) -> str:
+    """What a level that leans on the national one means, for the run's warnings and the
+    pack's Cover."""
+    counted = f"{level.usable} school(s) with {level.usable_exits:g} exits"
+    if level.set_aside:
+        counted += (
+            f" ({level.schools} with {level.exits:g} once those beyond chance were set aside)"
+        )
+    advice = (
+        "; give your LA's published rate with --la-rates to judge exits to home education "
+        "against your area's level instead"
+        if outcome == "ehe"
+        else "; no published rate exists to anchor these exits to"
+    )
+    low, high = level.ci95
+    return (
+        f"too few to estimate this data's own level: {counted}, where at least "
+        f"{int(settings.get('self_min_schools', MIN_SCHOOLS))} schools and "
+        f"{float(settings.get('self_min_exits', MIN_EXITS)):g} exits are needed. The level "
+        f"leans on the national one (a prior worth {level.prior_exits:g} exits, "
+        f"self_national_cv): {level.value:.2f} times it, 95% interval {low:.2f} to {high:.2f}, "
+        "and that uncertainty widens every school's limits, so only a count far beyond what "
+        f"any area's level would explain stands out{advice}"
+    )
+
+
+def estimated_note(level: Level, reference: str = "the national rate") -> str:
+    """The level in one sentence, for the Method sheet and results.json."""
+    low, high = level.ci95
+    text = (
+        f"the level rests on {level.schools} school(s) with {level.exits:g} exits and a prior "
+        f"at {reference} worth {level.prior_exits:g} exits: {level.value:.2f} times "
+        f"{reference} (95% interval {low:.2f} to {high:.2f}); each school is judged against "
+        "the level of the other schools, with that level's uncertainty in its test"
+    )
+    if level.set_aside:
+        were = "was" if len(level.set_aside) == 1 else "were"
+        text += (
+            f"; {exp.named_schools(level.set_aside)} beyond chance against the others {were} set "
+            "aside, so their exits do not raise the level"
+        )
+    return text
+
+
+# --------------------------------------------------------------------------- the choice
+
+
+def choose_baseline(
+    dataset: Dataset, given: str | None, wants_self: bool, settings: dict[str, Any]
+) -> tuple[str, str | None]:
+    """The baseline to use and, when it was chosen for the user, why.
+
+    An explicit --baseline wins. Without one: self when the data hold only one trust's
+    schools (a trust reviewing itself) or fewer schools than the profile's min_schools_local
+    (a local case-mix fit on so few schools absorbs an off-roller's excess); local otherwise.
+    """
+    if given is not None:
+        if wants_self and given != "self":
+            raise UsageError("--shape and --la-rates are for --baseline self")
+        return given, None
+    if wants_self:  # --shape and --la-rates ask for a self-review as plainly as --baseline self
+        return "self", None
+    urns = dataset.pupils.get_column("urn").unique()
+    trust = single_trust(dataset, urns)
+    if trust is not None:
+        return "self", (
+            f"the data hold only the schools of one trust ({trust}): each school is judged "
+            "against the level of the trust's other schools"
+        )
+    minimum = int(settings.get("min_schools_local", MIN_SCHOOLS_LOCAL))
+    if urns.len() < minimum:
+        return "self", (
+            f"the data hold {urns.len()} school(s), fewer than the {minimum} a local case-mix "
+            "fit needs (min_schools_local in the profile): each school is judged against the "
+            "level of the other schools"
+        )
+    return "local", (
+        f"the data hold {urns.len()} schools, not all of one trust (at least the {minimum} a "
+        "local case-mix fit needs, min_schools_local)"
+    )
+
+
+def single_trust(dataset: Dataset, urns: pl.Series) -> str | None:
+    """The trust every school on roll belongs to, if there is exactly one (else None)."""
+    if not dataset.has_schools:
+        return None
+    on_roll = dataset.schools.filter(pl.col("urn").is_in(urns.implode()))
+    trusts = on_roll.get_column("trust")
+    if on_roll.height < urns.len() or trusts.null_count() or trusts.n_unique() != 1:
+        return None
+    return trusts[0]
+
+
+# --------------------------------------------------------------------------- LA rates
+
+
+def school_rates(dataset: Dataset, path: Path) -> pl.DataFrame:
+    """urn, la_code and annual_rate of every school on roll, from the --la-rates table and
+    schools.csv's la_code; DataError (file, row, column) when the table is bad or does not
+    cover every school's LA."""
+    rates = read_la_rates(path)
+    report = Report()
+    schools_file = dataset.files["schools"].name if "schools" in dataset.files else "schools.csv"
+    urns = dataset.pupils.get_column("urn").unique().sort()
+    known = dataset.schools.select("urn", "la_code", "line").filter(
+        pl.col("urn").is_in(urns.implode())
+    )
+    missing = urns.filter(~urns.is_in(known.get_column("urn").implode())).to_list()
+    report.listed(
+        ERROR,
+        schools_file,
+        "urn",
+        (
+            (None, f"school {u} (in pupils.csv) is not in {schools_file}, so its LA is unknown")
+            for u in missing
+        ),
+        len(missing),
+        "add the school with its la_code, so its LA's rate can be found",
+    )
+    blank = known.filter(pl.col("la_code").is_null() | (pl.col("la_code").str.strip_chars() == ""))
+    report.listed(
+        ERROR,
+        schools_file,
+        "la_code",
+        (
+            (line, f"school {u} has no la_code, so its LA's rate cannot be found")
+            for u, line in blank.select("urn", "line").rows()
+        ),
+        blank.height,
+        "give each school's 3-digit DfE LA code (--la-rates needs it)",
+    )
+    coded = known.filter(~pl.col("urn").is_in(blank.get_column("urn").implode())).with_columns(
+        pl.col("la_code").str.strip_chars()
+    )
+    uncovered = (
+        coded.join(rates, on="la_code", how="anti")
+        .group_by("la_code")
+        .agg(pl.col("urn").sort(), pl.col("line").min())
+        .sort("la_code")
+    )
+    report.listed(
+        ERROR,
+        str(path),
+        "la_code",
+        (
+            (
+                None,
+                f"no rate for LA {code} ({exp.named_schools(schools)}, {schools_file} row {line})",
+            )
+            for code, schools, line in uncovered.rows()
+        ),
+        uncovered.height,
+        "add a row for every LA your schools are in (thresholds/baselines/la-rates-template.csv)",
+    )
+    if not report.ok:
+        raise DataError(report)
+    return coded.join(rates.drop("line"), on="la_code", how="left").select(
+        "urn", "la_code", "annual_rate"
+    )
+
+
+def read_la_rates(path: Path) -> pl.DataFrame:
+    """la_code, annual_rate (a fraction a year) and line (the spreadsheet row) of an LA-rates
+    table; DataError naming file, row and column for anything that cannot be used. Blank
+    lines and lines starting with # (the template's notes) are skipped."""
+    report = Report()
+    name = str(path)
+    rows = _csv_rows(path, report)
+    if rows is None:
+        raise DataError(report)
+    kept = [
+        (line, row)
+        for line, row in enumerate(rows, start=1)
+        if any(cell.strip() for cell in row) and not row[0].lstrip().startswith("#")
+    ]
+    header_line, header = kept[0] if kept else (1, [])
+    names = [cell.strip().lower().replace(" ", "_") for cell in header]
+    for column in RATE_COLUMNS:
+        if column not in names:
+            report.error(
+                name,
+                header_line,
+                column,
+                f"no {column} column",
+                "the header needs la_code and annual_rate (thresholds/baselines/"
+                "la-rates-template.csv)",
+            )
+    if not report.ok:
+        raise DataError(report)
+    at = [names.index(column) for column in RATE_COLUMNS]
+    codes, values, lines, seen = [], [], [], {}
+    for line, row in kept[1:]:
+        cells = [row[i].strip() if i < len(row) else "" for i in at]
+        code, rate = _check_rate_row(name, line, cells, seen, report)
+        codes.append(code)
+        values.append(rate)
+        lines.append(line)
+    if not codes and report.ok:
+        report.error(name, None, None, "no LA rates in the table", "add a row for each LA")
+    if not report.ok:
+        raise DataError(report)
+    return pl.DataFrame(
+        {"la_code": codes, "annual_rate": values, "line": lines},
+        schema={"la_code": pl.String, "annual_rate": pl.Float64, "line": pl.Int64},
+    )
+
+
+def _check_rate_row(
+    name: str, line: int, cells: list[str], seen: dict[str, int], report: Report
+) -> tuple[str, float]:
+    """One row's la_code and annual_rate, with a problem reported for each bad cell."""
+    code, text = cells
+    if not LA_CODE.match(code):
+        report.error(
+            name,
+            line,
+            "la_code",
+            f"{code!r} is not a 3-digit DfE LA code" if code else "no la_code",
+            "use the code schools.csv uses, e.g. 852 for Southampton (not the 9-character "
+            "ONS code)",
+        )
+    elif code in seen:
+        report.error(name, line, "la_code", f"LA {code} is already on row {seen[code]}")
+    else:
+        seen[code] = line
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = math.nan
+    if not math.isfinite(rate):
+        report.error(
+            name,
+            line,
+            "annual_rate",
+            f"{text!r} is not a number" if text else "no annual_rate",
+            "give new EHE registrations a year as a fraction of pupils, e.g. 0.0075",
+        )
+    elif not 0 <= rate <= MAX_LA_RATE:
+        report.error(
+            name,
+            line,
+            "annual_rate",
+            f"{text} is outside 0 to {MAX_LA_RATE:g}",
+            "give the rate as a fraction, not a percentage: 1.4% a year is 0.014",
+        )
+    return code, rate
+
+
+def _csv_rows(path: Path, report: Report) -> list[list[str]] | None:
+    """The table's rows as text (UTF-8, or cp1252 as Excel on Windows saves it)."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        report.error(str(path), None, None, f"cannot read it ({error.strerror})")
+        return None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("cp1252", errors="replace")
+    try:
+        return list(csv.reader(io.StringIO(text)))
+    except csv.Error as error:
+        report.error(str(path), None, None, f"not a readable CSV file ({error})")
+        return None

@@ -1,0 +1,398 @@
+"""Self-review (--baseline self), the automatic choice of baseline, LA-rate anchoring and the
+trust roll-up (issue 14).
+
+A trust's own data are judged against relative risks from a baseline file and a level
+estimated robustly from its own schools; these tests build small trusts whose answers are
+known (two blatant off-rollers among eight schools, a one-school review, a slice of a
+synthetic LA) and check the statistics, the choice, the bad-input errors and the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tomllib
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import polars as pl
+import pytest
+from conftest import REPOSITORY, Table, base_tables, write_dataset
+
+from offroll_audit import AuditOptions, load_dataset, run_audit
+from offroll_audit import self_review as sr
+from offroll_audit import significance as stats
+from offroll_audit.cli import app
+from offroll_audit.console.errors import run_guarded
+from offroll_audit.synthetic import generate_dataset
+from offroll_audit.workbooks.trust import self_review_cautions
+
+EXAMPLE = REPOSITORY / "fixtures" / "example-la"
+ENGLAND = REPOSITORY / "thresholds" / "baselines" / "england.toml"
+PUPIL_HEADER = ["pupil_id", "urn", "year_group", "sen_provision", "disadvantaged", "social_care"]
+
+
+def run_cli(*args: object) -> int:
+    return run_guarded(app, [str(a) for a in args], {"debug": False})
+
+
+def results_of(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text(encoding="utf-8"))
+
+
+def trust_tables(exits_per_school: list[int], trust: str | None = "Harbour Trust") -> dict:
+    """Secondary schools of 500 pupils (100 in each of Years 7-11, no SEN, not disadvantaged,
+    no social care) with the given numbers of exits to home education spread over the year."""
+    pupils: Table = [PUPIL_HEADER]
+    exits: Table = [["pupil_id", "urn", "exit_date", "destination"]]
+    schools: Table = [["urn", "name", "phase", "type", "trust", "la_code"]]
+    for index, count in enumerate(exits_per_school):
+        urn = f"{200001 + index}"
+        schools.append([urn, f"School {index + 1}", "secondary", "academy", trust or "", "852"])
+        ids = [f"S{index}P{p:03d}" for p in range(500)]
+        pupils += [[pid, urn, str(7 + p % 5), "N", "false", "none"] for p, pid in enumerate(ids)]
+        for k in range(count):
+            day = date(2024, 9, 10) + timedelta(days=(k * 97) % 300)
+            exits.append([ids[(k * 7) % 500], urn, day.isoformat(), "EHE"])
+    return {"pupils": pupils, "exits": exits, "schools": schools, "letters": None}
+
+
+def write_trust(folder: Path, exits_per_school: list[int], trust: str | None = "Harbour Trust"):
+    return write_dataset(folder, trust_tables(exits_per_school, trust), letter_files={})
+
+
+# --------------------------------------------------------------------------- the level
+
+
+def test_two_offrollers_in_a_trust_of_eight_do_not_raise_the_level() -> None:
+    """Six schools at twice the national rate, two at six times: both off-rollers are set
+    aside, the level stays at the six's, and each is beyond the 99.8% limit against it."""
+    s = np.full(8, 10.0)
+    o = np.array([20, 18, 22, 19, 21, 20, 60, 60], dtype=float)
+    urns = [str(i) for i in range(1, 9)]
+    level, per_school = sr.estimate_level(o, s, urns, {})
+    assert level.how == "estimated" and sorted(level.set_aside) == ["7", "8"]
+    assert level.value == pytest.approx(120 / 60, rel=0.06)  # the prior (4 exits at 1) pulls
+    assert level.ci95[0] < level.value < level.ci95[1]
+    alpha = level.alpha + per_school.variance / per_school.level**2
+    p = stats.nb_p_upper(o, per_school.level * s, alpha)
+    assert (p[6:] < 0.001).all() and (p[:6] > 0.01).all()
+    # without setting them aside each would be judged against a level the other raised
+    raised = (o.sum() - o[6]) / (s.sum() - s[6])
+    assert raised > 1.25 * per_school.level[6]
+
+
+def test_each_school_is_judged_against_the_others_with_the_level_uncertainty() -> None:
+    """Leave-one-out levels exclude the school itself; fewer exits elsewhere, more variance;
+    a school set aside is judged against all the schools kept."""
+    s = np.array([5.0, 5.0, 5.0, 20.0])
+    o = np.array([5.0, 6.0, 4.0, 21.0])
+    level, per_school = sr.estimate_level(o, s, ["a", "b", "c", "d"], {"self_national_cv": 1e6})
+    assert level.set_aside == []
+    others = (o.sum() - o) / (s.sum() - s)
+    assert per_school.level == pytest.approx(others, rel=1e-6)
+    assert per_school.variance[3] > per_school.variance[0]  # d's level rests on 15 exits
+
+
+def test_too_few_exits_lean_on_the_national_level_with_its_uncertainty() -> None:
+    level, per_school = sr.estimate_level(np.array([1.0, 0.0]), np.array([2.0, 3.0]), ["a", "b"])
+    assert level.how == "national"
+    assert 1 / 5 < level.value < 1  # between the data's and the national level it leans on
+    assert level.ci95[1] / level.ci95[0] > 4  # an area's level is barely known
+    assert (per_school.variance > 0.05).all()
+
+
+# --------------------------------------------------------------------------- whole audits
+
+
+def test_a_trust_of_eight_with_two_offrollers_selects_both_and_nothing_else(tmp_path) -> None:
+    data = write_trust(tmp_path / "trust", [8, 7, 9, 8, 7, 9, 30, 30])
+    out = tmp_path / "out"
+    assert run_cli("audit", data, "--out", out, "--quiet") == 0
+    results = results_of(out)
+    assert results["baseline"]["kind"] == "self" and results["baseline"]["chosen"] == "automatic"
+    level = results["baseline"]["level"]["ehe"]
+    assert sorted(level["set_aside"]) == ["200007", "200008"]
+    innocents = [s for s in results["schools"] if s["urn"] not in ("200007", "200008")]
+    innocent_ratio = sum(s["ehe"]["observed"] for s in innocents) / sum(
+        s["ehe"]["expected"] for s in innocents
+    )
+    assert innocent_ratio == pytest.approx(1.0, abs=0.1)  # the level is the innocents'
+    selected = {s["urn"] for s in results["schools"] if s["audit"]}
+    assert selected == {"200007", "200008"}
+    for urn in selected:
+        school = next(s for s in results["schools"] if s["urn"] == urn)
+        assert school["ehe"]["band"] == "high_998" and "EHE_HIGH" in school["audit_reasons"]
+    cover = openpyxl.load_workbook(out / "packs" / "200007.xlsx", read_only=True)["Cover"]
+    texts = [str(v) for row in cover.iter_rows(values_only=True) for v in row if v]
+    assert sr.CANNOT_TELL in texts
+
+
+def test_a_trust_slice_and_the_la_wide_audit_agree_on_the_planted_schools(tmp_path) -> None:
+    """Seed 7's off-roller belongs to a trust of eight: cut out as the trust would export it
+    and audited on its own (automatically a self-review), its planted schools are selected
+    as the LA-wide audit selects them, and none of its other schools is."""
+    la = tmp_path / "la"
+    truth = generate_dataset(la, seed=7, letters=False)
+    schools = pl.read_csv(la / "schools.csv", infer_schema_length=0)
+    offroller = truth["planted"]["offroll_ehe"][0]["urn"]
+    trust = schools.filter(pl.col("urn") == offroller)["trust"][0]
+    urns = schools.filter(pl.col("trust") == trust)["urn"].to_list()
+    assert len(urns) == 8
+    own = tmp_path / "trust"
+    own.mkdir()
+    for table in ("pupils", "exits", "schools"):
+        frame = pl.read_csv(la / f"{table}.csv", infer_schema_length=0)
+        frame.filter(pl.col("urn").is_in(urns)).write_csv(own / f"{table}.csv")
+    whole = run_audit(load_dataset(la)[0], AuditOptions(letters=False))
+    alone = run_audit(load_dataset(own)[0], AuditOptions(letters=False))
+    assert whole.options.baseline == "local" and alone.options.baseline == "self"
+    assert trust in (alone.options.baseline_why or "")
+    la_selected = dict(zip(whole.schools["urn"], whole.schools["audit"], strict=True))
+    own_selected = dict(zip(alone.schools["urn"], alone.schools["audit"], strict=True))
+    planted = {
+        p["urn"]
+        for kind in ("offroll_ehe", "offroll_moves", "special_no_consent", "innocent_high")
+        for p in truth["planted"][kind]
+    } | set(truth["planted"]["trust_template"]["urns"])
+    for urn in urns:
+        if urn in planted:
+            assert own_selected[urn] == la_selected[urn], urn
+        else:
+            assert not own_selected[urn], urn
+    band = dict(zip(alone.schools["urn"], alone.schools["ehe_band"], strict=True))
+    assert own_selected[offroller] and band[offroller] == "high_998"
+
+
+def test_one_school_leans_on_the_national_level_and_the_cover_says_so(tmp_path) -> None:
+    data = write_trust(tmp_path / "one", [30], trust=None)
+    out = tmp_path / "out"
+    assert run_cli("audit", data, "--out", out, "--quiet") == 0
+    results = results_of(out)
+    level = results["baseline"]["level"]["ehe"]
+    assert level["how"] == "national" and level["warning"].startswith("too few")
+    assert any("too few to estimate this data's own level" in w for w in results["warnings"])
+    assert results["schools"][0]["audit"]  # 30 against about 3: beyond any area's level
+    cover = openpyxl.load_workbook(out / "packs" / "200001.xlsx", read_only=True)["Cover"]
+    labels = {row[0]: row[1] for row in cover.iter_rows(values_only=True) if row[0]}
+    assert labels["Level: Home education (EHE)"].startswith("Too few to estimate")
+    assert labels["Self-review"] == sr.CANNOT_TELL
+    assert self_review_cautions(results)[0][0] == "Level: Home education (EHE)"
+
+
+# --------------------------------------------------------------------------- the choice
+
+
+def test_too_few_schools_choose_self_and_say_so_everywhere(tmp_path, capsys) -> None:
+    data = write_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    assert run_cli("audit", data, "--out", out) == 0
+    printed = capsys.readouterr().out
+    assert "Baseline self chosen automatically" in " ".join(printed.split())
+    results = results_of(out)
+    assert results["baseline"]["kind"] == "self"
+    assert "fewer than the 20" in results["baseline"]["why"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["baseline"] == "self"
+    assert manifest["baseline_choice"]["chosen"] == "automatic"
+    method = openpyxl.load_workbook(out / "overview.xlsx", read_only=True)["Method"]
+    lines = {row[0]: row[1] for row in method.iter_rows(values_only=True) if row[0]}
+    assert "fewer than the 20" in lines["Baseline chosen automatically"]
+    assert lines["What a self-review cannot tell"] == sr.CANNOT_TELL
+    local = tmp_path / "local"
+    assert run_cli("audit", data, "--out", local, "--baseline", "local", "--quiet") == 0
+    assert results_of(local)["baseline"]["kind"] == "local"
+    assert results_of(local)["baseline"]["chosen"] == "given"
+
+
+def test_one_trusts_data_choose_self_and_an_la_chooses_local(tmp_path) -> None:
+    one = tmp_path / "one-trust"
+    shutil.copytree(EXAMPLE, one)
+    schools = pl.read_csv(one / "schools.csv", infer_schema_length=0)
+    schools.with_columns(pl.lit("Big Trust").alias("trust")).write_csv(one / "schools.csv")
+    dataset, _ = load_dataset(one)
+    chosen = run_audit(dataset, AuditOptions(letters=False))
+    assert chosen.options.baseline == "self"
+    assert "only the schools of one trust (Big Trust)" in chosen.options.baseline_why
+    example, _ = load_dataset(EXAMPLE)
+    assert example.schools.height == 40
+    la = run_audit(example, AuditOptions(letters=False))
+    assert la.options.baseline == "local" and "40 schools" in la.options.baseline_why
+
+
+def test_self_review_options_need_the_self_baseline(tmp_path, capsys) -> None:
+    data = write_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    assert run_cli("audit", data, "--out", out, "--baseline", "local", "--shape", "england") == 2
+    assert "--shape and --la-rates are for --baseline self" in capsys.readouterr().err
+    assert not out.exists()
+    assert run_cli("audit", data, "--out", out, "--baseline", "self", "--shape", "mars") == 2
+    assert "--shape 'mars'" in capsys.readouterr().err
+
+
+def test_england_is_unchanged_when_asked_for(tmp_path) -> None:
+    """--baseline england: a file baseline, every school's expected count the sum over its
+    pupils of the file's annual rate x relative risks x window days / 365, worked out here
+    independently of the pipeline; nothing of the self-review is applied."""
+    data = write_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    window = ["--from", "2024-09-01", "--to", "2025-07-31"]
+    assert run_cli("audit", data, "--out", out, "--baseline", "england", *window, "-q") == 0
+    results = results_of(out)
+    baseline = results["baseline"]
+    assert baseline["kind"] == "file" and baseline["chosen"] == "given"
+    assert "level" not in baseline and "England" in baseline["source"]
+    spec = tomllib.loads(ENGLAND.read_text(encoding="utf-8"))
+    days = (date(2025, 7, 31) - date(2024, 9, 1)).days + 1
+    pupils = pl.read_csv(data / "pupils.csv", infer_schema_length=0)
+    for outcome in ("ehe", "unexplained"):
+        rules = spec["outcomes"][outcome]
+        risks = rules.get("relative_risk", {})
+        expected: dict[str, float] = {}
+        for row in pupils.iter_rows(named=True):
+            rate = rules["annual_rate"] * days / 365
+            for factor in ("sen_provision", "social_care", "year_group"):
+                rate *= risks.get(factor, {}).get(row[factor], 1.0)
+            expected[row["urn"]] = expected.get(row["urn"], 0.0) + rate
+        for school in results["schools"]:
+            assert school[outcome]["expected"] == pytest.approx(expected[school["urn"]], abs=2e-6)
+
+
+# --------------------------------------------------------------------------- LA rates
+
+
+def with_la_codes(codes: list[str]) -> dict:
+    tables = base_tables()
+    tables["schools"] = [
+        [*row, code] for row, code in zip(tables["schools"], ["la_code", *codes], strict=True)
+    ]
+    return tables
+
+
+BAD_RATES = [
+    ("la_code,annual_rate\n85,0.01\n", 2, "la_code", "not a 3-digit DfE LA code"),
+    ("la_code,annual_rate\nE06000045,0.01\n", 2, "la_code", "not a 3-digit DfE LA code"),
+    ("la_code,annual_rate\n852,1.4\n", 2, "annual_rate", "outside 0 to 0.2"),
+    ("la_code,annual_rate\n852,-0.01\n", 2, "annual_rate", "outside 0 to 0.2"),
+    ("la_code,annual_rate\n852,1.4%\n", 2, "annual_rate", "is not a number"),
+    ("la_code,annual_rate\n852,0.01\n852,0.02\n", 3, "la_code", "already on row 2"),
+    ("# notes\nla_code,rate\n852,0.01\n", 2, "annual_rate", "no annual_rate column"),
+]
+
+
+@pytest.mark.parametrize(("text", "row", "column", "message"), BAD_RATES)
+def test_bad_la_rates_exit_2_naming_file_row_and_column(
+    tmp_path, capsys, text: str, row: int, column: str, message: str
+) -> None:
+    data = write_dataset(tmp_path / "data", with_la_codes(["852", "852"]))
+    rates = tmp_path / "rates.csv"
+    rates.write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    assert run_cli("audit", data, "--out", out, "--la-rates", rates) == 2
+    err = capsys.readouterr().err
+    assert f"error: {rates}:{row} [{column}]: " in err and message in err
+    assert not out.exists()
+
+
+def test_schools_whose_la_has_no_rate_exit_2(tmp_path, capsys) -> None:
+    rates = tmp_path / "rates.csv"
+    rates.write_text("la_code,annual_rate\n852,0.01\n", encoding="utf-8")
+    data = write_dataset(tmp_path / "data", with_la_codes(["852", "931"]))
+    assert run_cli("audit", data, "--out", tmp_path / "o", "--la-rates", rates) == 2
+    err = capsys.readouterr().err
+    assert f"error: {rates} [la_code]: no rate for LA 931 (school 100002, schools.csv row 3)" in err
+    blank = write_dataset(tmp_path / "blank", with_la_codes(["852", ""]))
+    assert run_cli("audit", blank, "--out", tmp_path / "o", "--la-rates", rates) == 2
+    assert "error: schools.csv:3 [la_code]: school 100002 has no la_code" in capsys.readouterr().err
+
+
+def test_la_rates_anchor_the_level_of_exits_to_home_education(tmp_path) -> None:
+    data = write_trust(tmp_path / "trust", [12, 11, 13, 12, 10, 12, 36, 36])
+    rates = tmp_path / "rates.csv"
+    rates.write_text("la_code,la_name,annual_rate\n852,Southampton,0.0225\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert run_cli("audit", data, "--out", out, "--la-rates", rates, "-q") == 0
+    results = results_of(out)
+    levels = results["baseline"]["level"]
+    assert levels["ehe"]["how"] == "anchored" and levels["ehe"]["value"] == pytest.approx(3.0)
+    assert levels["unexplained"]["how"] == "estimated"  # no published rate to anchor to
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["baseline_choice"]["la_rates"]["sha256"]) == 64
+    trust = results["trusts"][0]
+    assert trust["ehe"]["reference"]["kind"] == "anchored"
+
+
+# --------------------------------------------------------------------------- the roll-up
+
+
+def test_trust_roll_up_on_la_data(tmp_path, capsys) -> None:
+    dataset, _ = load_dataset(EXAMPLE)
+    sizes = dataset.schools.group_by("trust").len().filter(pl.col("trust").is_not_null())
+    name = sizes.sort("len", "trust", descending=[True, False])["trust"][0]
+    out = tmp_path / "out"
+    assert run_cli("audit", EXAMPLE, "--out", out, "--trust", name.upper(), "--no-letters") == 0
+    assert f"{name} against the LA's own rates" in " ".join(capsys.readouterr().out.split())
+    results = results_of(out)
+    (trust,) = results["trusts"]
+    assert trust["trust"] == name and trust["reference"]["kind"] == "la"
+    members = {s["urn"]: s for s in results["schools"]}
+    assert trust["schools"] == len(members) >= 3
+    for outcome in ("ehe", "unexplained"):
+        line = trust[outcome]["all"]
+        assert line["observed"] == sum(s[outcome]["observed"] for s in members.values())
+        assert line["expected"] == pytest.approx(
+            sum(s[outcome]["expected"] for s in members.values()), abs=1e-4
+        )
+        assert line["ratio"] == pytest.approx(line["observed"] / line["expected"], abs=1e-5)
+        low, high = stats.garwood_interval(line["observed"], line["expected"])
+        assert line["ci95"] == pytest.approx([float(low), float(high)], abs=1e-5)
+        phases = trust[outcome]["by_phase"].values()
+        assert sum(p["observed"] for p in phases) == line["observed"]
+        assert trust[outcome]["own_level"]["how"] in ("estimated", "too_few")
+    ranking = trust["ranking"]
+    assert {s["urn"] for s in ranking} == set(members)
+    reference_ranks = sorted(s["ehe"]["reference"]["rank"] for s in ranking)
+    assert reference_ranks == list(range(1, len(members) + 1))
+    for school in ranking:  # against the LA: the audit's own numbers
+        assert school["ehe"]["reference"]["band"] == members[school["urn"]]["ehe"]["band"]
+    book = openpyxl.load_workbook(out / "overview.xlsx")
+    assert "Trust" in book.sheetnames and book["Trust"]._charts
+    assert book["Trust"]["A1"].value == f"Trust: {name}"
+
+
+def test_own_level_against_the_national_one_shows_what_the_self_review_cannot(tmp_path) -> None:
+    """Every school off-rolls at three times its neighbours: against its own level nothing
+    stands out, against the national level the whole trust does (the check the pack names)."""
+    data = write_trust(tmp_path / "trust", [36] * 8)
+    out = tmp_path / "out"
+    assert run_cli("audit", data, "--out", out, "-q", "--no-workbooks") == 0
+    results = results_of(out)
+    assert not any(s["audit"] for s in results["schools"])
+    (trust,) = results["trusts"]
+    line = trust["ehe"]["all"]
+    assert trust["ehe"]["reference"]["kind"] == "national" and line["ci95"][0] > 5
+    assert "above the reference beyond chance" in trust["summary"]
+    assert trust["cannot_tell"] == sr.CANNOT_TELL
+    assert all(s["ehe"]["reference"]["band"] == "high_998" for s in trust["ranking"])
+
+
+# --------------------------------------------------------------------------- the generator
+
+
+def test_one_year_fixtures_take_an_ehe_rate_factor(tmp_path) -> None:
+    plain = generate_dataset(tmp_path / "a", seed=3, letters=False)
+    busy = generate_dataset(tmp_path / "b", seed=3, letters=False, ehe_rate_factor=2.0)
+    assert "ehe_rate_factor" not in plain["arguments"]  # default files stay as they were
+    assert busy["arguments"]["ehe_rate_factor"] == 2.0
+    assert busy["ehe_model"]["target_rate"] == pytest.approx(0.015)
+    ratio = busy["counts"]["ehe_exits"] / plain["counts"]["ehe_exits"]
+    assert 1.6 < ratio < 2.4
+    assert run_cli("fixtures", tmp_path / "c", "--ehe-rate-factor", "3", "--no-letters", "-q") == 0
+    assert run_cli("fixtures", tmp_path / "d", "--ehe-rate-factor", "9", "-q") == 2
+    assert math.isclose(
+        json.loads((tmp_path / "c" / "truth.json").read_text())["ehe_model"]["target_rate"],
+        0.0225,
+    )
