@@ -7,7 +7,10 @@ The letters are written once by the synthetic generator (txt, md, docx and pdf,
 school templates at 5% of schools, public sample letters, siblings, free-form
 letters), read back with `read_letter_texts` and cached as parquet; the timed
 run then happens in a fresh process so its peak RSS is the stage's own.
-Targets on a 2-core machine: under 120 s and under 3 GB.
+Targets on a 2-core machine: under 120 s and under 3 GB. The machine may be shared, so the
+CPU seconds the run used are reported too (less sensitive to other load than wall time).
+`--module` times another implementation with the same interface (e.g. a saved copy of an
+earlier offroll_audit/letters.py on PYTHONPATH), for before/after figures on one cache.
 """
 
 from __future__ import annotations
@@ -84,16 +87,20 @@ def generate(cache: Path, letters: int, schools: int, seed: int) -> None:
     )
 
 
-def detect(cache: Path) -> None:
+def detect(cache: Path, module: str) -> None:
     """The timed run (in its own process): prints one JSON line."""
-    from offroll_audit.letters import detect_templates
+    import importlib
 
+    detect_templates = importlib.import_module(module).detect_templates
     letters = pl.read_parquet(cache / "texts.parquet")
     schools = pl.read_parquet(cache / "schools.parquet")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     result = detect_templates(letters, schools)
     seconds = time.perf_counter() - started
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_seconds = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     truth = json.loads((cache / "truth.json").read_text())
     kinds = pl.DataFrame({"letter_id": list(truth), "kind": [t["kind"] for t in truth.values()]})
@@ -107,7 +114,9 @@ def detect(cache: Path) -> None:
             {
                 "letters": letters.height,
                 "words_mean": float(result.letters["words"].mean()),
+                "module": module,
                 "seconds": round(seconds, 1),
+                "cpu_seconds": round(cpu_seconds, 1),
                 "peak_rss_mb": round(peak / 1024),
                 "rss_before_mb": round(before / 1024),
                 "clusters": len(result.clusters),
@@ -128,11 +137,12 @@ def main() -> None:
     parser.add_argument("--schools", type=int, default=3_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/offroll-bench-letters"))
+    parser.add_argument("--module", default="offroll_audit.letters")
     parser.add_argument("--detect-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     cache = args.cache / f"{args.letters}-{args.schools}-{args.seed}"
     if args.detect_only:
-        detect(cache)
+        detect(cache, args.module)
         return
     if not (cache / "texts.parquet").exists():
         generate(cache, args.letters, args.schools, args.seed)
@@ -148,6 +158,8 @@ def main() -> None:
         str(args.seed),
         "--cache",
         str(args.cache),
+        "--module",
+        args.module,
     ]
     report = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
     print(json.dumps(report, indent=2))

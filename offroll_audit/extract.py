@@ -65,6 +65,10 @@ def extract_letter(path: Path, letters_root: Path) -> Extracted:
         text, metadata = _parse(path.suffix.lower(), data)
     except Unreadable as why:
         return Extracted(warning=f"letter {name}: {why}; it was left out")
+    if not text.strip() and path.suffix.lower() == ".pdf":
+        from offroll_audit.ocr import pdf_text  # "" unless a local OCR engine is installed
+
+        text = pdf_text(data)
     if not text.strip():
         why = "no text layer, needs OCR" if path.suffix.lower() == ".pdf" else "has no text"
         return Extracted(metadata=metadata, warning=f"letter {name}: {why}")

@@ -19,6 +19,7 @@ from offroll_audit.load import load_dataset
 from offroll_audit.profile import Profile, load_profile
 
 EXAMPLE = REPOSITORY / "fixtures" / "example-la"
+PLANTED_YEAR = "2024-25"  # the example LA's one-year plants are in its latest school year
 
 
 def run_cli(*args: str) -> int:
@@ -52,12 +53,23 @@ def example_run(tmp_path_factory) -> tuple[dict, dict, Path]:
     return results, truth, out
 
 
+@pytest.fixture(scope="module")
+def year_run(tmp_path_factory) -> tuple[dict, dict]:
+    """The CLI audit of the example LA's planted school year, judged as one window."""
+    out = tmp_path_factory.mktemp("year") / "out"
+    args = ("audit", EXAMPLE, "--out", out, "--term", PLANTED_YEAR, "--no-workbooks", "-q")
+    assert run_cli(*args) == 0
+    truth = json.loads((EXAMPLE / "truth.json").read_text())
+    return json.loads((out / "results.json").read_text()), truth
+
+
 def school(results: dict, urn: str) -> dict:
     return next(s for s in results["schools"] if s["urn"] == urn)
 
 
-def test_planted_schools_are_selected_and_the_innocent_one_is_not(example_run) -> None:
-    results, truth, _ = example_run
+def test_planted_schools_are_selected_and_the_innocent_one_is_not(year_run) -> None:
+    results, truth = year_run
+    assert results["window"]["source"] == f"school year {PLANTED_YEAR}"
     (off_roller,) = planted_urns(truth, "offroll_ehe")
     assert school(results, off_roller)["ehe"]["band"] == "high_998"
     assert {"EHE_HIGH", "TEMPLATED_LETTERS"} <= set(school(results, off_roller)["audit_reasons"])
@@ -72,6 +84,42 @@ def test_planted_schools_are_selected_and_the_innocent_one_is_not(example_run) -
     highest = max(results["schools"], key=lambda s: s["ehe"]["observed"])
     assert highest["urn"] == innocent, "the innocent school has the LA's highest raw EHE count"
     assert not school(results, innocent)["audit"]
+    for urn in planted_urns(truth, "stopped_excess"):
+        assert not school(results, urn)["audit"], "its excess stopped two years ago"
+
+
+def test_the_latest_term_is_judged_with_its_history(example_run) -> None:
+    """What the demo shows: the latest complete term, judged with every earlier term. The
+    one-year plants (before the January census) are seen over the last year, the off-roller
+    rising against its own past; the innocent, stopped and sibling schools are not selected."""
+    results, truth, _ = example_run
+    assert results["window"]["source"] == f"term {truth['terms'][-1]}, the latest complete term"
+    assert results["monitoring"]["terms"] == truth["terms"]
+    selected = {s["urn"] for s in results["schools"] if s["audit"]}
+    assert set(truth["selection"]["selected"]) <= selected
+    assert not set(truth["selection"]["not_selected"]) & selected
+    (off_roller,) = planted_urns(truth, "offroll_ehe")
+    entry = school(results, off_roller)
+    assert entry["monitoring"]["ehe"]["year"]["band"] == "high_998"
+    assert {"EHE_YEAR_HIGH", "EHE_RISING", "TEMPLATED_LETTERS"} <= set(entry["audit_reasons"])
+    bands = {term["term"]: term["ehe"]["band"] for term in entry["history"]}
+    started = truth["planted"]["offroll_ehe"][0]["excess_from"]
+    assert bands[started] == "high_998", "the history shows the rise"
+    assert all(bands[t] != "high_998" for t in truth["terms"][: truth["terms"].index(started)])
+    (mover,) = planted_urns(truth, "offroll_moves")
+    assert school(results, mover)["monitoring"]["unexplained"]["year"]["band"] == "high_998"
+    assert "UNEXPLAINED_YEAR_HIGH" in school(results, mover)["audit_reasons"]
+    (special,) = planted_urns(truth, "special_no_consent")
+    assert "STATUTORY_BREACH" in school(results, special)["audit_reasons"]
+    for urn in planted_urns(truth, "trust_template"):
+        assert "TEMPLATED_LETTERS" in school(results, urn)["audit_reasons"]
+    (innocent,) = planted_urns(truth, "innocent_high")
+    highest = max(results["schools"], key=lambda s: s["ehe"]["observed"])
+    assert highest["urn"] == innocent, "the LA's highest raw EHE count this term too"
+    (stopped,) = truth["planted"]["stopped_excess"]
+    history = {term["term"]: term["ehe"] for term in school(results, stopped["urn"])["history"]}
+    during = sum(history[t]["observed"] for t in stopped["terms"])
+    assert during > 2 * sum(history[t]["expected"] for t in stopped["terms"])
 
 
 def test_every_selected_school_says_why_with_the_rule_text(example_run) -> None:
@@ -169,14 +217,16 @@ def test_local_glm_observed_equals_expected_overall_and_by_sen(example_dataset) 
 
 
 def _ehe_cells(dataset):
+    """The EHE cells of the planted school year, as the audit of --term 2024-25 builds them."""
     from offroll_audit import expected as exp
     from offroll_audit.audit import outcome_cells, outcome_filters
     from offroll_audit.classify import classify_exits
-    from offroll_audit.window import choose_window, pick_census
+    from offroll_audit.window import Calendar, choose_window, pick_term_census
 
     profile = load_profile("default")
-    window = choose_window(dataset.exits, None, None, None)
-    pupils = pick_census(dataset.pupils, window)
+    calendar = Calendar.of(dataset.pupils, dataset.exits)
+    window = choose_window(dataset.exits, PLANTED_YEAR, None, None, calendar)
+    pupils = pick_term_census(dataset.pupils, dataset.exits, window)
     exits = classify_exits(dataset.exits, pupils, dataset.schools, window, profile)
     roll = exp.roll_cells(pupils, exits, window, outcome_filters(), exp.DEFAULT_CASE_MIX)
     return outcome_cells(roll, exp.DEFAULT_CASE_MIX)["ehe"]
@@ -186,7 +236,8 @@ def test_robust_refit_balances_on_the_schools_it_kept(example_dataset) -> None:
     from offroll_audit import expected as exp
 
     result = run_audit(
-        example_dataset, AuditOptions(profile=load_profile("default"), letters=False)
+        example_dataset,
+        AuditOptions(profile=load_profile("default"), letters=False, term=PLANTED_YEAR),
     )
     baseline = result.outcomes["ehe"].baseline
     assert baseline.excluded_urns, "the planted off-roller is beyond the Poisson limit"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import polars as pl
@@ -14,7 +15,7 @@ from offroll_audit.audit import OUTCOMES, outcome_filters
 from offroll_audit.classify import classify_exits
 from offroll_audit.load import load_dataset
 from offroll_audit.profile import load_profile
-from offroll_audit.window import Window, choose_window, pick_census
+from offroll_audit.window import Window, choose_window, pick_census, pick_term_census
 
 EXAMPLE = REPOSITORY / "fixtures" / "example-la"
 
@@ -124,31 +125,38 @@ def test_group_breakdown_equals_a_plain_group_by_on_the_labels() -> None:
 
 def test_leave_one_out_also_leaves_out_the_refits_outliers() -> None:
     """A school judged 'leave one out' is judged against rates fitted without itself AND
-    without the schools the robust refit set aside: on the example LA, school 100010 (EHE,
-    above its expectation) is like the planted off-roller 100013, whose exits would otherwise
-    inflate its yardstick. Its expected count must equal a clean fit without both."""
+    without the schools the robust refit set aside: in the example LA's first school year,
+    when its stopped excess was still going, a secondary above its expectation is like that
+    school, whose exits would otherwise inflate its yardstick. Its expected count must
+    equal a clean fit without both."""
     from offroll_audit.audit import AuditOptions, run_audit
 
+    truth = json.loads((EXAMPLE / "truth.json").read_text())
+    (stopped,) = truth["planted"]["stopped_excess"]
+    assert stopped["terms"] == ["2022-AUT", "2023-SPR", "2023-SUM"], "the school year 2022-23"
     dataset, _ = load_dataset(EXAMPLE)
-    result = run_audit(dataset, AuditOptions(letters=False))
+    result = run_audit(dataset, AuditOptions(letters=False, term="2022-23"))
     ehe = result.outcomes["ehe"]
     outliers, judged = ehe.baseline.excluded_urns, ehe.baseline.left_out_urns
-    assert outliers == ["100013"] and "100010" in judged
+    assert outliers == [stopped["urn"]] and judged
     window = result.window
-    pupils = pick_census(dataset.pupils, window)
+    pupils = pick_term_census(dataset.pupils, dataset.exits, window)
     exits = classify_exits(dataset.exits, pupils, dataset.schools, window, load_profile())
     case_mix = exp.DEFAULT_CASE_MIX
     roll = exp.roll_cells(pupils, exits, window, outcome_filters(), case_mix)
     cells = exp.aggregate_cells(roll, case_mix).rename({"events_ehe": "events"})
     layout = exp.CellLayout.of(cells, case_mix)
-    clean = exp.fit_rates(layout.pattern_totals([*outliers, "100010"], case_mix), case_mix, "main")
-    own = cells.filter(pl.col("urn") == "100010")
-    expected_clean = exp.expected_by_cell(own, clean.rates, case_mix)["expected"].sum()
-    reported = result.schools.filter(pl.col("urn") == "100010")["ehe_expected"].item()
-    assert reported == pytest.approx(expected_clean, rel=1e-6)
-    # and the yardstick that kept the off-roller in was higher (its exits inflate the rates)
-    dirty = exp.leave_one_out(layout, case_mix, "main", ["100010"])
-    dirty_expected = (
-        own.join(dirty.rates, on=["urn", "pattern"]).select(pl.col("trials") * pl.col("rate")).sum()
-    ).item()
-    assert dirty_expected > expected_clean * 1.005
+    for urn in judged:
+        clean = exp.fit_rates(layout.pattern_totals([*outliers, urn], case_mix), case_mix, "main")
+        own = cells.filter(pl.col("urn") == urn)
+        expected_clean = exp.expected_by_cell(own, clean.rates, case_mix)["expected"].sum()
+        reported = result.schools.filter(pl.col("urn") == urn)["ehe_expected"].item()
+        assert reported == pytest.approx(expected_clean, rel=1e-6)
+        # and the yardstick that kept the outliers in was higher (their exits inflate the rates)
+        dirty = exp.leave_one_out(layout, case_mix, "main", [urn])
+        dirty_expected = (
+            own.join(dirty.rates, on=["urn", "pattern"])
+            .select(pl.col("trials") * pl.col("rate"))
+            .sum()
+        ).item()
+        assert dirty_expected > expected_clean * 1.005

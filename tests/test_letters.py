@@ -275,7 +275,7 @@ def test_shingles_and_jaccard() -> None:
     spaced = "I am writing to inform you that my son will be home educated."
     squashed = "Iamwritingtoinformyouthatmysonwillbehomeeducated."
     assert np.array_equal(_char_gram_set(spaced), _char_gram_set(squashed))
-    word_sets, _, _ = _word_sets(pl.Series([spaced, squashed]), LetterSettings().seed)
+    word_sets = _word_sets(pl.Series([spaced, squashed]), LetterSettings().seed).sets
     assert _jaccard_against(word_sets[0], [word_sets[1]])[0] == 0.0
 
 

@@ -3,8 +3,10 @@ over time that termly monitoring must find (or, for the sibling family, count on
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +20,12 @@ from offroll_audit.load import load_dataset
 from offroll_audit.problems import UsageError
 from offroll_audit.synthetic import generate_history
 from offroll_audit.synthetic.dataset import EHE_TARGET_RATE, school_days
+from offroll_audit.synthetic.example import generate_example
 from offroll_audit.synthetic.history import school_days_of_year, term_labels
 from offroll_audit.window import term_window
 
 SMALL = {"schools": 30, "pupils": 10_000}
+EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "example-la"
 FILES = ("pupils.csv", "exits.csv", "schools.csv", "truth.json")
 
 
@@ -409,4 +413,128 @@ def test_fixtures_command_writes_a_history(tmp_path):
     truth = json.loads((out / "truth.json").read_text())
     assert truth["arguments"]["terms"] == 3 and truth["arguments"]["ehe_rate_factor"] == 2.0
     assert read(out, "pupils")["census"].n_unique() == 3
-    assert run_guarded(app, ["fixtures", str(tmp_path / "y"), "--ehe-rate-factor", "2"], {}) == 2
+    assert run_guarded(app, ["fixtures", str(tmp_path / "y"), "--last-term", "2025-SUM"], {}) == 2
+
+
+# --------------------------------------------------------------------------- the example LA
+
+
+@pytest.fixture(scope="module")
+def example() -> tuple[Path, dict, pl.DataFrame]:
+    """The shipped example LA, its truth and its exits with the term each falls in."""
+    truth = json.loads((EXAMPLE / "truth.json").read_text())
+    return EXAMPLE, truth, exit_terms(read(EXAMPLE, "exits"), truth["terms"])
+
+
+def tree_hashes(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_the_example_la_is_written_again_by_the_command_in_its_truth(example, tmp_path):
+    folder, truth, _ = example
+    command = truth["arguments"]["command"].split()
+    assert command[:3] == ["offroll-audit", "fixtures", "OUT"] and "--example" in command
+    out = tmp_path / "again"
+    assert run_guarded(app, [command[1], str(out), *command[3:], "-q"], {}) == 0
+    assert tree_hashes(out) == tree_hashes(folder), "byte for byte the shipped example"
+
+
+def test_the_example_la_is_termly_with_the_one_year_plants_in_its_latest_year(example):
+    folder, truth, exits = example
+    dataset, report = load_dataset(folder)
+    assert not [p for p in report.problems if p.severity == "error"]
+    assert truth["terms"] == term_labels(9) and dataset.pupils["census"].n_unique() == 9
+    latest, planted = truth["window"]["terms"], truth["planted"]
+    assert latest == truth["terms"][-3:] and truth["window"]["school_year"] == "2024-25"
+    census_day = date.fromisoformat(truth["window"]["spring_census"])
+
+    def planted_exits(urn: str, pupil_ids: list[str]) -> pl.DataFrame:
+        mine = exits.filter((pl.col("urn") == urn) & pl.col("pupil_id").is_in(pupil_ids))
+        assert mine.height == len(pupil_ids) and mine["census"].is_in(latest).all()
+        return mine
+
+    off = planted["offroll_ehe"][0]
+    mine = planted_exits(off["urn"], off["planted_pupil_ids"])
+    assert set(mine["destination"]) == {"EHE"} and (mine["exit_date"] < census_day).all()
+    expected, observed = off["expected_ehe_by_term"], off["observed_ehe_by_term"]
+    before = [t for t in truth["terms"] if t not in latest]
+    assert sum(observed[t] for t in latest) > 2.5 * sum(expected[t] for t in latest)
+    assert sum(observed[t] for t in before) < 1.5 * sum(expected[t] for t in before)
+    moves = planted["offroll_moves"][0]
+    mine = planted_exits(moves["urn"], moves["planted_pupil_ids"])
+    assert set(mine["destination"]) == {"SCHOOL"} and set(mine["address_changed"]) == {"false"}
+    special = planted["special_no_consent"][0]
+    mine = planted_exits(special["urn"], special["pupil_ids"])
+    assert set(mine["destination"]) == {"EHE"} and set(mine["la_placed"]) == {"true"}
+    assert "true" not in set(mine["la_consent"].drop_nulls())
+    assert (mine["census"] == latest[-1]).any(), "a breach the latest term's audit sees"
+    trust = planted["trust_template"]
+    schools = read(folder, "schools")
+    assert set(schools.filter(pl.col("urn").is_in(trust["urns"]))["trust"]) == {trust["trust"]}
+    innocent = planted["innocent_high"][0]
+    ehe = exits.filter((pl.col("destination") == "EHE") & pl.col("census").is_in(latest))
+    counts = ehe.group_by("urn").len().sort("len", "urn", descending=True)
+    assert counts.row(0) == (innocent["urn"], innocent["observed_ehe"])
+    assert counts["len"][1] == innocent["next_highest_ehe"] < innocent["observed_ehe"]
+    for urn in truth["selection"]["selected"] + truth["selection"]["not_selected"]:
+        assert truth["school_effects"][urn] == 1.0, "no random effect at a planted school"
+
+
+def test_the_example_las_letters_are_of_its_latest_school_year(example):
+    folder, truth, exits = example
+    letters = truth["letters"]
+    planted = truth["planted"]
+    assert letters["template_schools"] == [planted["offroll_ehe"][0]["urn"]]
+    assert letters["trust_template_schools"] == planted["trust_template"]["urns"]
+    linked = exits.filter(pl.col("letter_id").is_not_null())
+    assert linked["census"].is_in(truth["window"]["terms"]).all()
+    manifest = read(folder, "letters")
+    assert set(linked["letter_id"]) <= set(manifest["letter_id"])
+    assert all((folder / "letters" / f).is_file() for f in manifest["file"])
+    templated = {}
+    for entry in letters["letters"].values():
+        if entry["kind"] == "school_template":
+            templated.setdefault(entry["urn"], set()).add(entry["family_id"])
+    assert set(templated) == {*letters["template_schools"], *letters["trust_template_schools"]}
+    assert all(len(families) >= 2 for families in templated.values())
+
+
+def test_the_example_las_history_holds_a_stopped_excess_and_a_sibling_family(example):
+    _, truth, exits = example
+    (stopped,) = truth["planted"]["stopped_excess"]
+    assert stopped["terms"] == truth["terms"][:3] and stopped["multiplier"] == 3.0
+    assert stopped["observed_ehe_in_terms"] > 2 * stopped["expected_ehe_in_terms"]
+    after = [t for t in truth["terms"] if t not in stopped["terms"]]
+    assert sum(stopped["observed_ehe"][t] for t in after) < 1.5 * sum(
+        stopped["expected_ehe"][t] for t in after
+    )
+    (family,) = truth["planted"]["sibling_family"]
+    assert family["terms"] == truth["terms"][-1:] and family["siblings"] in (4, 5)
+    together = exits.filter(
+        pl.col("pupil_id").is_in(family["pupil_ids"]) & (pl.col("urn") == family["urn"])
+    )
+    assert together.height == family["siblings"]
+    assert set(together["exit_date"].cast(pl.String)) == {family["exit_date"]}
+    one_year = {*truth["selection"]["selected"], truth["planted"]["innocent_high"][0]["urn"]}
+    assert not {stopped["urn"], family["urn"]} & one_year
+    assert {stopped["urn"], family["urn"]} <= set(truth["selection"]["not_selected"])
+
+
+def test_a_short_example_has_no_stopped_excess(tmp_path):
+    truth = generate_example(tmp_path / "short", seed=3, terms=3, letters=False)
+    assert truth["terms"] == ["2024-AUT", "2025-SPR", "2025-SUM"]
+    assert truth["planted"]["stopped_excess"] == [] and "stopped_excess" in truth["not_planted"]
+    assert truth["planted"]["offroll_ehe"][0]["planted_ehe"] > 0
+    assert "--terms 3 --no-letters" in truth["arguments"]["command"]
+
+
+def test_the_example_refuses_what_it_cannot_plant(tmp_path):
+    for extra in (["--null"], ["--ehe-rate-factor", "2"], ["--last-term", "2024-SUM"]):
+        args = ["fixtures", str(tmp_path / "x"), "--example", *extra, "-q"]
+        assert run_guarded(app, args, {}) == 2
+    assert run_guarded(app, ["fixtures", str(tmp_path / "x"), "--example", "--terms", "2"], {}) == 2
+    assert not (tmp_path / "x").exists()

@@ -415,3 +415,103 @@ def test_one_familys_letters_for_several_children_share_one_voice(run):
     pairs = [(a, b) for ids in groups["letter_id"] for a, b in itertools.combinations(ids, 2)]
     assert pairs
     assert all(jaccard(texts[a], texts[b]) > 0.5 for a, b in pairs)
+
+
+# --------------------------------------------------------------------------- hard letters (opt-in)
+
+
+def _tree_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_without_the_hard_flag_the_letters_are_unchanged(tmp_path, run):
+    out, *_ = run
+    exits, schools = tiny_frames()
+    write_letters(
+        tmp_path,
+        exits,
+        schools,
+        np.random.default_rng(SEED),
+        [TEMPLATE_SCHOOL, *TRUST_SCHOOLS],
+        TRUST_SCHOOLS,
+        hard=None,
+    )
+    assert _tree_digest(tmp_path / "letters") == _tree_digest(out / "letters")
+
+
+@pytest.fixture(scope="module")
+def hard_run(tmp_path_factory):
+    from offroll_audit.synthetic.hard_letters import HardLetters
+
+    out = tmp_path_factory.mktemp("hard_letters")
+    exits, schools = tiny_frames()
+    hard = HardLetters(
+        declaration_urns=("100004",), form_urns=("100005",), rare_public_urns=("100006",)
+    )
+    manifest, _, truth = write_letters(
+        out, exits, schools, np.random.default_rng(SEED), [TEMPLATE_SCHOOL], [], hard=hard
+    )
+    return out, manifest, truth
+
+
+def test_hard_letters_mark_every_case_in_the_truth(hard_run):
+    out, manifest, truth = hard_run
+    hard = truth.pop("hard")
+    letters = list(truth.values())
+    declaration = [v for v in letters if v["case"] == "declaration"]
+    assert len({v["family_id"] for v in declaration}) == 3
+    assert all(v["long_personal"] and v["kind"] == "school_template" for v in declaration)
+    form = [v for v in letters if v["case"] == "upn_form"]
+    assert len({v["family_id"] for v in form}) == 2 and {v["urn"] for v in form} == {"100005"}
+    rare = [v for v in letters if v["case"] == "rare_public"]
+    assert {v["template_id"] for v in rare} == {"public-rare-1"} and {v["urn"] for v in rare} == {
+        "100006"
+    }
+    assert any(v["scanned"] for v in letters) and any(v["struck_lines"] for v in letters)
+    listed = manifest.filter(pl.col("family_id").is_not_null()).height
+    assert 0 < listed < manifest.height, "letters.csv leaves some families' ids out"
+    assert set(hard["unlisted_families"]) <= {v["family_id"] for v in letters}
+    assert sorted(p.name for p in (out / hard["known_templates_folder"]).iterdir()) == [
+        *[f"public-{i}.txt" for i in range(1, 5)],
+        "public-rare-1.txt",
+        "public-rare-2.txt",
+    ]
+
+
+def test_scans_carry_a_noisy_text_layer_and_forms_their_upn(hard_run):
+    out, manifest, truth = hard_run
+    files = dict(manifest.select("letter_id", "file").iter_rows())
+    scans = [k for k, v in truth.items() if k != "hard" and v["scanned"]]
+    for letter in scans:
+        assert files[letter].endswith(".pdf")
+        text = letter_text(out / "letters" / files[letter])
+        assert len(text.split()) > 40
+        assert re.search(r"[a-z][01|5][a-z]|rn|vv|-\n", text), "a copier's OCR misreads"
+    pupils = dict(manifest.select("letter_id", "pupil_id").iter_rows())
+    for letter, entry in truth.items():
+        if letter != "hard" and entry["case"] == "upn_form" and not entry["scanned"]:
+            text = letter_text(out / "letters" / files[letter])
+            assert pupils[letter] in text and text.startswith("Kingsway High"), "UPN, letterhead"
+
+
+def test_fixtures_hard_letters_option_writes_known_templates(tmp_path):
+    from offroll_audit.synthetic import generate_dataset
+
+    truth = generate_dataset(tmp_path, seed=3, hard_letters=True)
+    assert truth["arguments"]["hard_letters"] is True
+    hard = truth["letters"]["hard"]
+    assert hard["form_schools"] and hard["declaration_schools"] and hard["rare_public_schools"]
+    planted = set()
+    for group in truth["planted"].values():
+        planted |= set(group.get("urns", [])) if isinstance(group, dict) else set()
+        planted |= {s["urn"] for s in group} if isinstance(group, list) else set()
+    assert not planted & {*hard["form_schools"], *hard["declaration_schools"]}
+    assert (tmp_path / "known_templates" / "public-rare-1.txt").is_file()
+    pupils = pl.read_csv(tmp_path / "pupils.csv", infer_schema_length=0)
+    exits = pl.read_csv(tmp_path / "exits.csv", infer_schema_length=0)
+    unlisted = set(hard["unlisted_families"])
+    assert not unlisted & set(exits["family_id"].drop_nulls().to_list())
+    assert set(pupils["family_id"].drop_nulls().to_list()) & unlisted, "kept within a school"

@@ -40,6 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "fixtures" / "example-la"
 OVERVIEW_SHEETS = ["Summary", "Schools", "Funnel", "Exits", "Letters", "Method", "Data issues"]
 PACK_SHEETS = ["Cover", "Breakdown", "Pupils", "Letters", "Questions", "Method"]
+# The example LA is termly: its overview adds "Since last term", each pack a "History" sheet.
+TERMLY_OVERVIEW_SHEETS = [OVERVIEW_SHEETS[0], "Since last term", *OVERVIEW_SHEETS[1:]]
+TERMLY_PACK_SHEETS = [*PACK_SHEETS[:2], "History", *PACK_SHEETS[2:]]
 CHART_NS = {"c": "http://schemas.openxmlformats.org/drawingml/2006/chart"}
 PAYLOADS = [
     '=HYPERLINK("http://x","y")',
@@ -144,7 +147,7 @@ def header_row(ws, row: int) -> list[Any]:
 
 def test_overview_sheets_and_headers(written: Path, results: dict[str, Any]) -> None:
     workbook = load_workbook(written / "overview.xlsx")
-    assert workbook.sheetnames == OVERVIEW_SHEETS
+    assert workbook.sheetnames == TERMLY_OVERVIEW_SHEETS
     schools = workbook["Schools"]
     headers = header_row(schools, 2)
     for name in (
@@ -234,7 +237,7 @@ def test_one_pack_per_selected_school(written: Path, results: dict[str, Any]) ->
     for urn in selected:
         path = written / "packs" / f"{urn}.xlsx"
         workbook = load_workbook(path)
-        assert workbook.sheetnames == PACK_SHEETS
+        assert workbook.sheetnames == TERMLY_PACK_SHEETS
         cover = [str(c.value) for c in workbook["Cover"]["A"] + workbook["Cover"]["B"] if c.value]
         assert any("not proof" in text for text in cover)
         school = next(s for s in results["schools"] if s["urn"] == urn)
@@ -245,6 +248,25 @@ def test_one_pack_per_selected_school(written: Path, results: dict[str, Any]) ->
         questions = [c.value for c in workbook["Questions"]["B"][4:] if c.value]
         assert len(questions) >= 5
         assert path.stat().st_size < 2_000_000
+
+
+def test_the_off_rollers_history_charts_its_rise(written: Path) -> None:
+    """The planted off-roller's History sheet charts observed against expected by term, and
+    its table shows the rise: beyond the 99.8% limit in the term the excess started, within
+    it in every term before."""
+    truth = json.loads((EXAMPLE / "truth.json").read_text())
+    off_roller = truth["planted"]["offroll_ehe"][0]
+    sheet = load_workbook(written / "packs" / f"{off_roller['urn']}.xlsx")["History"]
+    assert len(sheet._charts) == 2, "one chart per outcome: EHE and unexplained exits"
+    assert len(sheet._charts[0].series) == 4, "observed, expected and the two limits"
+    terms = [row for row in sheet.iter_rows(values_only=True) if row[0] in truth["terms"]]
+    ehe = {row[0]: row for row in terms[: len(truth["terms"])]}  # the EHE table comes first
+    assert list(ehe) == truth["terms"]
+    started = off_roller["excess_from"]
+    observed, limit998 = 1, 5
+    assert ehe[started][observed] > ehe[started][limit998]
+    for term in truth["terms"][: truth["terms"].index(started)]:
+        assert ehe[term][observed] <= ehe[term][limit998]
 
 
 def test_pack_letters_mark_shared_passages(written: Path, results: dict[str, Any]) -> None:

@@ -42,16 +42,35 @@ def command(
     last_term: str | None = typer.Option(
         None, "--last-term", help="With --terms: the latest term, e.g. 2025-SUM (the default)."
     ),
+    example: bool = typer.Option(
+        False,
+        "--example",
+        help="The kind of LA shipped as fixtures/example-la (that one is --example --seed 5): "
+        "--terms censuses (default 9) to 2025-SUM whose latest school year, 2024-25, carries "
+        "the one-year plants (an EHE off-roller with a school-written letter template, a "
+        "school moving Years 10-11 on, a special school without LA consent, a trust sharing a "
+        "template, a large innocent school) after a history with an excess that stopped two "
+        "years before and a sibling family; default 40 schools, 15,000 pupils.",
+    ),
     ehe_rate_factor: float | None = typer.Option(
         None,
         "--ehe-rate-factor",
-        help="With --terms: the EHE rate as a multiple of the national ~0.75% a year "
+        help="The LA's EHE rate as a multiple of the national ~0.75% a year "
         "(e.g. 0.5 for a quiet LA, 3 for a busy one; default 1).",
     ),
     letters: bool = typer.Option(
         True,
         "--letters/--no-letters",
         help="Write parents' letters (.txt, .docx, .pdf) and letters.csv.",
+    ),
+    hard_letters: bool = typer.Option(
+        False,
+        "--hard-letters",
+        help="Letters as they really arrive (one school year only): copier scans with OCR "
+        "noise, forms under long personal paragraphs with struck-out lines, a primary's UPN "
+        "form signed by two families, family ids left out, and a public sample used at one "
+        "school only (its published text in OUT/known_templates, for --known-templates). "
+        "Every case is marked in truth.json.",
     ),
     null: bool = typer.Option(
         False,
@@ -68,6 +87,22 @@ def command(
     from offroll_audit.problems import UsageError
 
     console = stdout_console(quiet)
+    if hard_letters and (example or terms is not None or not letters):
+        raise UsageError("--hard-letters: only for one school year with letters")
+    if example:
+        return _example(
+            console,
+            out,
+            seed=seed,
+            schools=schools,
+            pupils=pupils,
+            terms=terms,
+            last_term=last_term,
+            ehe_rate_factor=ehe_rate_factor,
+            letters=letters,
+            null=null,
+            heterogeneity_sd=heterogeneity_sd,
+        )
     if terms is not None:
         return _history(
             console,
@@ -82,9 +117,8 @@ def command(
             null=null,
             heterogeneity_sd=heterogeneity_sd,
         )
-    for name, value in (("--last-term", last_term), ("--ehe-rate-factor", ehe_rate_factor)):
-        if value is not None:
-            raise UsageError(f"{name} needs --terms (a multi-term history)")
+    if last_term is not None:
+        raise UsageError("--last-term needs --terms (a multi-term history)")
     from offroll_audit.synthetic import generate_dataset
 
     truth = generate_dataset(
@@ -95,6 +129,8 @@ def command(
         letters=letters,
         null=null,
         heterogeneity_sd=heterogeneity_sd,
+        ehe_rate_factor=1.0 if ehe_rate_factor is None else ehe_rate_factor,
+        hard_letters=hard_letters,
     )
     planted = truth.get("planted", {})
     console.print(
@@ -107,6 +143,13 @@ def command(
             continue
         urns = [s["urn"] for s in schools_planted]
         console.print(f"  planted {name.replace('_', ' ')}: school(s) {', '.join(urns) or 'none'}")
+    hard = (truth.get("letters") or {}).get("hard") or {}
+    for case in ("declaration_schools", "form_schools", "rare_public_schools"):
+        if hard.get(case):
+            label = case.replace("_", " ").replace("rare public", "public sample used at")
+            console.print(f"  hard letters, {label}: {', '.join(hard[case])}")
+    if hard:
+        console.print(f"  published samples for --known-templates: {out / 'known_templates'}")
     return 0
 
 
@@ -134,4 +177,61 @@ def _history(
         console.print(
             f"  planted {entry['pattern'].replace('_', ' ')}: school {entry['urn']} ({when}, {how})"
         )
+    return 0
+
+
+def _example(
+    console: Console,
+    out: Path,
+    *,
+    seed: int,
+    schools: int | None,
+    pupils: int | None,
+    terms: int | None,
+    last_term: str | None,
+    ehe_rate_factor: float | None,
+    letters: bool,
+    null: bool,
+    heterogeneity_sd: float,
+) -> int:
+    """Write the example LA and say what was planted where, and what an audit should select."""
+    from offroll_audit.problems import UsageError
+    from offroll_audit.synthetic.example import DEFAULTS, LAST_TERM, generate_example
+
+    if null or ehe_rate_factor is not None:
+        raise UsageError(
+            "--example plants its answers at the national EHE rate: drop --null "
+            "and --ehe-rate-factor"
+        )
+    if last_term is not None and last_term.strip().upper() != LAST_TERM:
+        raise UsageError(f"--example ends at {LAST_TERM}: its one-year plants are dated in 2024-25")
+    truth = generate_example(
+        out,
+        seed=seed,
+        schools=DEFAULTS["schools"] if schools is None else schools,
+        pupils=DEFAULTS["pupils"] if pupils is None else pupils,
+        terms=DEFAULTS["terms"] if terms is None else terms,
+        letters=letters,
+        heterogeneity_sd=heterogeneity_sd,
+    )
+    labels, planted = truth["terms"], truth["planted"]
+    console.print(
+        f"Wrote the example LA over {len(labels)} terms, {labels[0]} to {labels[-1]}, to {out} "
+        f"(seed {seed}); known answers in {out / 'truth.json'}"
+    )
+    console.print(f"  planted in {truth['window']['school_year']}:")
+    for name in ("offroll_ehe", "offroll_moves", "special_no_consent", "innocent_high"):
+        urns = ", ".join(entry["urn"] for entry in planted[name]) or "none"
+        console.print(f"    {name.replace('_', ' ')}: school(s) {urns}")
+    console.print(f"    trust template: schools {', '.join(planted['trust_template']['urns'])}")
+    for name in ("stopped_excess", "sibling_family"):
+        for entry in planted[name]:
+            first, last = entry["terms"][0], entry["terms"][-1]
+            when = first if first == last else f"{first}..{last}"
+            console.print(f"  planted {name.replace('_', ' ')}: school {entry['urn']} ({when})")
+    selection = truth["selection"]
+    console.print(
+        f"  an audit of {labels[-1]} should select {', '.join(selection['selected'])}, "
+        f"and not {', '.join(selection['not_selected'])}"
+    )
     return 0

@@ -30,6 +30,11 @@ from scipy.special import expit, ndtr
 
 from offroll_audit import codes
 from offroll_audit.problems import UsageError
+from offroll_audit.synthetic.hard_letters import (
+    KNOWN_TEMPLATES_FOLDER,
+    choose_schools,
+    hide_family_ids,
+)
 from offroll_audit.synthetic.letters import write_letters
 from offroll_audit.synthetic.phrasebook import phrases
 from offroll_audit.window import census_day
@@ -374,16 +379,24 @@ def generate_dataset(
     null: bool = False,
     heterogeneity_sd: float = 0.25,
     offroll_factor: float = 3.0,
+    ehe_rate_factor: float = 1.0,
+    hard_letters: bool = False,
 ) -> dict:
     """Write a synthetic LA's dataset into `out` and return its truth (also truth.json).
 
     `pupils` is the number of pupils on roll at the start of the window; the
     roll also gains dual-registration rows at AP and rows at the schools that
     in-LA movers join. `null=True` plants nothing: only the between-school
-    heterogeneity (`heterogeneity_sd` on the log-odds) remains.
+    heterogeneity (`heterogeneity_sd` on the log-odds) remains. `ehe_rate_factor` scales
+    the LA's EHE rate from the national ~0.75% a year (0.5-3 makes a quiet or a busy LA, as
+    trusts in different areas see); at 1 the files are exactly those of earlier versions.
+    `hard_letters` adds the harder letters of synthetic/hard_letters.py (scans, long
+    additions, family ids left out, a UPN form, a public letter used at one school, and the
+    published samples in known_templates/); without it the files are unchanged.
     """
     out = Path(out)
     check_arguments(seed, schools, pupils, heterogeneity_sd, offroll_factor)
+    check_rate_factor(ehe_rate_factor)
     prepare_output_folder(out)
     arguments = {
         "seed": seed,
@@ -394,7 +407,12 @@ def generate_dataset(
         "heterogeneity_sd": heterogeneity_sd,
         "offroll_factor": offroll_factor,
     }
-    world = simulate(seed, schools, pupils, null, heterogeneity_sd, offroll_factor)
+    if ehe_rate_factor != 1.0:  # recorded only when used: default files stay byte-identical
+        arguments["ehe_rate_factor"] = ehe_rate_factor
+    if hard_letters:  # recorded only when used, likewise
+        arguments["hard_letters"] = True
+    rate = EHE_TARGET_RATE * ehe_rate_factor
+    world = simulate(seed, schools, pupils, null, heterogeneity_sd, offroll_factor, rate)
     ids = pupil_ids(world.roll, world.table, stream(seed, "ids"))
     exit_frame = exits_frame(world, ids)
     pupil_frame = pupils_frame(world, ids)
@@ -402,8 +420,10 @@ def generate_dataset(
     letter_truth = None
     if letters:
         exit_frame, letter_truth = write_letter_files(
-            out, exit_frame, school_frame, world.plan, stream(seed, "letters")
+            out, exit_frame, school_frame, world.plan, stream(seed, "letters"), hard_letters
         )
+    if hard_letters and letter_truth is not None:
+        exit_frame, pupil_frame = hide_family_ids(exit_frame, pupil_frame, letter_truth)
     pupil_frame.write_csv(out / "pupils.csv")
     exit_frame.drop(PRIVATE_EXIT_COLUMNS).write_csv(out / "exits.csv")
     school_frame.write_csv(out / "schools.csv")
@@ -432,6 +452,12 @@ def check_arguments(
         raise UsageError("offroll_factor must be at least 1")
 
 
+def check_rate_factor(factor: float) -> None:
+    """The LA's EHE rate as a multiple of the national one: a plausible range only."""
+    if not 0.1 <= factor <= 5:
+        raise UsageError("--ehe-rate-factor: give a multiple of the national rate from 0.1 to 5")
+
+
 def prepare_output_folder(out: Path) -> None:
     """Create `out`; overwrite only an earlier synthetic dataset, never other data."""
     if out.exists() and not out.is_dir():
@@ -444,8 +470,9 @@ def prepare_output_folder(out: Path) -> None:
             )
         for name in OUTPUT_FILES:
             (out / name).unlink(missing_ok=True)
-        if (out / "letters").is_dir():
-            shutil.rmtree(out / "letters")
+        for folder in ("letters", KNOWN_TEMPLATES_FOLDER):
+            if (out / folder).is_dir():
+                shutil.rmtree(out / folder)
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -478,12 +505,21 @@ class World:
     redraws: int
 
 
-def simulate(seed: int, schools: int, pupils: int, null: bool, sd: float, factor: float) -> World:
-    """Draw schools, pupils, natural exits, then the planted patterns."""
+def simulate(
+    seed: int,
+    schools: int,
+    pupils: int,
+    null: bool,
+    sd: float,
+    factor: float,
+    rate: float = EHE_TARGET_RATE,
+) -> World:
+    """Draw schools, pupils, natural exits, then the planted patterns; `rate` is the LA's
+    annual EHE rate."""
     days = school_days()
-    table, plan = build_schools(schools, pupils, null, sd, factor, stream(seed, "schools"))
+    table, plan = build_schools(schools, pupils, null, sd, factor, stream(seed, "schools"), rate)
     roll = draw_pupils(table, len(days), seed)
-    eta, p_ehe, intercept = fit_ehe_model(roll, table, len(days))
+    eta, p_ehe, intercept = fit_ehe_model(roll, table, len(days), rate)
     draws = ExitDraws(roll, table, p_ehe, len(days), stream(seed, "exits"))
     dest = draws.natural()
     plant = np.zeros(len(roll), dtype=np.int8)
@@ -498,7 +534,13 @@ def simulate(seed: int, schools: int, pupils: int, null: bool, sd: float, factor
 
 
 def build_schools(
-    n: int, pupils: int, null: bool, sd: float, factor: float, rng: np.random.Generator
+    n: int,
+    pupils: int,
+    null: bool,
+    sd: float,
+    factor: float,
+    rng: np.random.Generator,
+    rate: float = EHE_TARGET_RATE,
 ) -> tuple[Schools, Plan]:
     """Phases, sizes, mixes, planted roles, types, trusts and names of every school."""
     la, la_codes = local_authorities(n, rng)
@@ -526,7 +568,7 @@ def build_schools(
         name=[],
     )
     if not null:
-        make_innocent(table, plan, factor, pupils)
+        make_innocent(table, plan, factor, pupils, rate)
     table.size = scale_sizes(table.raw_size, pupils)
     table.kind, table.trust = types_and_trusts(la, phase, plan.trust_pair, rng)
     table.name = school_names(la, phase, table.kind, rng)
@@ -616,7 +658,9 @@ def choose_planted(
     )
 
 
-def make_innocent(table: Schools, plan: Plan, factor: float, pupils: int) -> None:
+def make_innocent(
+    table: Schools, plan: Plan, factor: float, pupils: int, rate: float = EHE_TARGET_RATE
+) -> None:
     """Make each LA's innocent school deprived, needy and big enough to top the raw EHE count.
 
     Planted schools get no random effect, so truth's excess is exact. The
@@ -631,7 +675,7 @@ def make_innocent(table: Schools, plan: Plan, factor: float, pupils: int) -> Non
     table.sixth_form[i] = False
     index = school_odds_index(table)
     for _ in range(100):
-        per_raw = EHE_TARGET_RATE * pupils / (table.raw_size * index).sum()  # EHE / unit odds
+        per_raw = rate * pupils / (table.raw_size * index).sum()  # EHE / unit odds
         busiest = np.zeros(len(table.la_codes))
         np.maximum.at(
             busiest, table.la, planted_load(table.raw_size * index * per_raw, plan, factor)
@@ -1080,13 +1124,14 @@ def exposure(roll: Pupils, n_days: int) -> np.ndarray:
 
 
 def fit_ehe_model(
-    roll: Pupils, table: Schools, n_days: int
+    roll: Pupils, table: Schools, n_days: int, rate: float = EHE_TARGET_RATE
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Intake log-odds, each row's EHE probability, and the intercept giving a 0.75% rate."""
+    """Intake log-odds, each row's EHE probability, and the intercept giving the LA's rate
+    (0.75% a year unless `rate` says otherwise)."""
     eta = ehe_log_odds(roll)
     with_effect = eta + np.log(table.effect)[roll.school]
     weight = exposure(roll, n_days)
-    intercept = calibrate_intercept(with_effect, weight, EHE_TARGET_RATE)
+    intercept = calibrate_intercept(with_effect, weight, rate)
     p_ehe = np.where(roll.status == S, 0.0, expit(intercept + with_effect))
     return eta, p_ehe, intercept
 
@@ -1847,20 +1892,37 @@ def schools_frame(table: Schools) -> pl.DataFrame:
 
 
 def write_letter_files(
-    out: Path, exits: pl.DataFrame, schools: pl.DataFrame, plan: Plan, rng: np.random.Generator
+    out: Path,
+    exits: pl.DataFrame,
+    schools: pl.DataFrame,
+    plan: Plan,
+    rng: np.random.Generator,
+    hard_letters: bool = False,
 ) -> tuple[pl.DataFrame, dict]:
     """Parents' letters for the EHE exits (synthetic_letters), linked back by letter_id.
 
     EHE exits always carry their family_id, so the exits frame alone feeds the letters.
+    With `hard_letters` the hard cases go to schools where nothing is planted.
     """
     ehe = exits.filter(pl.col("destination") == "EHE").select(
         "pupil_id", "urn", "family_id", "exit_date", year_group="_year_group"
     )
     template_urns = [Schools.urn_text(i) for i in plan.offroll_ehe]
     trust_urns = [Schools.urn_text(i) for i in plan.trust_pair]
+    hard = None
+    if hard_letters:  # its own stream: spawning does not move `rng`
+        planted = [Schools.urn_text(i) for i in plan.all()]
+        hard = choose_schools(ehe, schools, planted, rng.spawn(1)[0])
     manifest, exit_letters, truth = write_letters(
-        out, ehe, schools.select("urn", "name", "trust", "phase"), rng, template_urns, trust_urns
+        out,
+        ehe,
+        schools.select("urn", "name", "trust", "phase"),
+        rng,
+        template_urns,
+        trust_urns,
+        hard=hard,
     )
+    hard_truth = truth.pop("hard", None)
     manifest.write_csv(out / "letters.csv")
     links = exit_letters.select("pupil_id", "urn", pl.col("letter_id").alias("_letter"))
     exits = (
@@ -1872,6 +1934,7 @@ def write_letter_files(
         "template_schools": template_urns,
         "trust_template_schools": trust_urns,
         "letters": truth,
+        **({"hard": hard_truth} if hard_truth else {}),
     }
 
 
@@ -1906,7 +1969,11 @@ def build_truth(
             "exits_by_destination": {str(d): int(c) for d, c in by_destination.iter_rows()},
         },
         "la_codes": [f"{c:03d}" for c in table.la_codes.tolist()],
-        "ehe_model": ehe_model_truth(world.intercept, arguments["heterogeneity_sd"]),
+        "ehe_model": ehe_model_truth(
+            world.intercept,
+            arguments["heterogeneity_sd"],
+            EHE_TARGET_RATE * arguments.get("ehe_rate_factor", 1.0),
+        ),
         "school_effects": {
             table.urn_text(i): round(float(v), 6) for i, v in enumerate(table.effect)
         },
@@ -1919,7 +1986,7 @@ def build_truth(
     return truth
 
 
-def ehe_model_truth(intercept: float, sd: float) -> dict:
+def ehe_model_truth(intercept: float, sd: float, rate: float = EHE_TARGET_RATE) -> dict:
     """The logit model that generated the natural EHE exits, as odds ratios and coefficients."""
     odds = {
         "year_group": {y: float(o) for y, o in zip(YEAR_LABELS, YEAR_ODDS, strict=True)},
@@ -1939,7 +2006,7 @@ def ehe_model_truth(intercept: float, sd: float) -> dict:
         "intercept": intercept,
         "coefficients": coefficients,
         "odds_ratios": odds,
-        "target_rate": EHE_TARGET_RATE,
+        "target_rate": rate,
         "school_effect": "odds multiplied by exp(N(0, heterogeneity_sd)); 1 at planted schools",
         "heterogeneity_sd": sd,
         "note": "logit p = intercept + coefficients (year group, SEN, disadvantaged, social "

@@ -145,7 +145,7 @@ PROFILE_OF = {"EHE": "ehe", "END_OF_EDUCATION": "late"}  # day_profile per desti
 REMEMBERED = 4  # schools remembered per pupil (more exits in a span are vanishingly rare)
 CSV_CHUNK = 2_000_000  # pupils.csv rows formatted at a time, so a national roll fits in memory
 
-STREAMS = ("schools", "plants", "pupils", "traits", "dual", "terms", "ids", "letters")
+STREAMS = ("schools", "plants", "pupils", "traits", "dual", "terms", "ids", "letters", "example")
 
 
 def stream(seed: int, name: str, *more: int) -> Generator:
@@ -452,6 +452,48 @@ class Roll:
         )
 
 
+@dataclass
+class Forced:
+    """Exits decided before a term's draws (a sibling family, the example LA's one-year plants):
+    pupil, school, destination code, planted kind and global school-day index, sorted by pupil.
+    They happen in the term's first batch, where every pupil on roll at its start is."""
+
+    persons: np.ndarray
+    school: np.ndarray
+    dest: np.ndarray
+    kind: np.ndarray
+    day: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        persons: np.ndarray,
+        school: np.ndarray,
+        dest: np.ndarray,
+        kind: np.ndarray,
+        day: np.ndarray,
+    ) -> Forced:
+        order = np.argsort(persons, kind="stable")
+        columns = (persons, school, dest, kind, day)
+        return cls(*(np.asarray(c, dtype=np.int64)[order] for c in columns))
+
+    @classmethod
+    def merge(cls, parts: list[Forced | None]) -> Forced | None:
+        """One set of the parts' exits (None when there are none)."""
+        present = [p for p in parts if p is not None and len(p.persons)]
+        if not present:
+            return None
+        columns = [
+            np.concatenate([getattr(p, f.name) for p in present]) for f in dataclasses.fields(cls)
+        ]
+        return cls.of(*columns)
+
+    def match(self, rows: Roll) -> tuple[np.ndarray, np.ndarray]:
+        """Which rows are forced, and each row's index into the forced arrays."""
+        at = np.searchsorted(self.persons, rows.person).clip(0, len(self.persons) - 1)
+        return (self.persons[at] == rows.person) & (self.school[at] == rows.school), at
+
+
 SNAPSHOT = ("spell", "person", "school", "status", "year", "dis", "sen", "social", "need")
 SNAPSHOT_TRAITS = ("fsm", "attendance", "suspensions")
 
@@ -491,6 +533,7 @@ class History:
         self.census: list[list[dict[str, np.ndarray]]] = []
         self.exits: list[dict[str, np.ndarray]] = []
         self.siblings: list[dict] = []
+        self.waiting = np.zeros(0, dtype=np.int64)  # pupils kept on roll for a forced exit later
         self.first_census = n
         self.left = np.full((n, REMEMBERED), -1, dtype=np.int32)  # schools a pupil has left
         self.term = 0
@@ -512,7 +555,7 @@ class History:
         self.refresh_status()
         if term > 0:
             self.fill_dual_registrations(term, rng)
-        forced = self.choose_siblings(term, rng) if term == len(self.cal.labels) - 1 else None
+        forced = self.forced_exits(term, rng)
         batch = self.open.concat(self.joiners(term, rng))
         self.open = self.open.take(np.zeros(0, dtype=np.int64))
         self.census.append([])
@@ -530,6 +573,10 @@ class History:
             due = self.draw_batch(term, batch, forced, rng)
             forced, batch = None, self.open.take(np.zeros(0, dtype=np.int64))
 
+    def forced_exits(self, term: int, rng: Generator) -> Forced | None:
+        """Exits decided before the term's draws: the sibling family, in the latest term."""
+        return self.choose_siblings(term, rng) if term == len(self.cal.labels) - 1 else None
+
     def has_room(self, due: Roll, batch: Roll) -> np.ndarray:
         """Which arrivals a school can still admit, earliest first: one already at CAPACITY
         times its size refuses in-year admissions (the pupil goes to a school outside the
@@ -543,7 +590,7 @@ class History:
         admitted[order] = position_in_run(changes(due.school[order])) < room[due.school[order]]
         return admitted
 
-    def draw_batch(self, term: int, rows: Roll, forced: dict | None, rng: Generator) -> Roll:
+    def draw_batch(self, term: int, rows: Roll, forced: Forced | None, rng: Generator) -> Roll:
         """Draw this term's exits of `rows`, record their census rows, keep the stayers open;
         returns the arrivals due later in this term."""
         cal, table = self.cal, self.table
@@ -564,11 +611,13 @@ class History:
         # reused, it would send a pupil who just moved school (a low draw) on to EHE
         shared = rng.standard_normal(self.families)
         dest = pick_destinations(rates, shared[view.family], rng)
-        sibling, at = np.zeros(len(rows), dtype=bool), np.zeros(len(rows), dtype=np.int64)
+        chosen, at = np.zeros(len(rows), dtype=bool), np.zeros(len(rows), dtype=np.int64)
         if forced:
-            at = np.searchsorted(forced["persons"], rows.person).clip(0, len(forced["persons"]) - 1)
-            sibling = (forced["persons"][at] == rows.person) & (forced["school"][at] == rows.school)
-            dest[sibling] = DEST["EHE"]
+            chosen, at = forced.match(rows)
+            dest[chosen] = forced.dest[at[chosen]]
+        # a pupil whose forced exit comes in a later term stays on roll until then
+        waiting = np.isin(rows.person, self.waiting) & ~chosen
+        dest[waiting] = -1
         # a dual registration ends with the pupil's main registration
         left_main = np.zeros(len(self.people), dtype=bool)
         left_main[rows.person[(rows.status == M) & (dest >= 0)]] = True
@@ -576,15 +625,19 @@ class History:
         dest[closing] = DEST["DUAL_ENDED"]
         exits = np.flatnonzero(dest >= 0)
         d = dest[exits]
-        kind = planted_kind(multiplier[exits], d, sibling[exits], rng)
+        kind = planted_kind(multiplier[exits], d, chosen[exits], rng)
         day = first + exit_days(view, exits, d, np.zeros_like(kind), cal.term_days(term), rng)
-        together = np.flatnonzero(sibling[exits])
-        day[together] = forced["day"][at[exits[together]]] if forced else day[together]
+        if forced:
+            decided = np.flatnonzero(chosen[exits])
+            kind[decided] = forced.kind[at[exits[decided]]]
+            day[decided] = forced.day[at[exits[decided]]]
+            self.waiting = np.setdiff1d(self.waiting, rows.person[chosen])
         day = self.share_main_days(rows, exits, day, closing)
         details = exit_details(view, table, exits, d, kind, day, rng)
         self.people.suspensions[view.home[exits]] = view.suspensions[exits]
         arrivals = self.arrivals(view, rows, details, rng)
-        self.account(term, rows, view, p_intake, rates["EHE"], frac, exits, d, sibling)
+        settled = np.where(chosen, dest == DEST["EHE"], np.where(waiting, 0.0, np.nan))
+        self.account(term, rows, view, p_intake, rates["EHE"], frac, exits, d, settled)
         self.census[-1].append(self.snapshot(rows, view))
         self.record_exits(rows, view, details)
         self.spell_to[rows.spell[exits]] = cal.days[day]
@@ -654,16 +707,18 @@ class History:
         frac: np.ndarray,
         exits: np.ndarray,
         d: np.ndarray,
-        sibling: np.ndarray,
+        settled: np.ndarray,
     ) -> None:
-        """Add the batch to truth's per-school, per-term counts."""
+        """Add the batch to truth's per-school, per-term counts; `settled` is a row's EHE
+        exit when it was decided beforehand (1 forced EHE, 0 forced elsewhere or waiting),
+        NaN where the hazard applies."""
         n, share = self.table.count, self.cal.share("EHE", term)
         weight = p_intake * share * frac
         self.expected[:, term] += np.bincount(rows.school, weights=weight, minlength=n)
         mine = targeted(view) & (rows.status != S)
         self.targeted[:, term] += np.bincount(rows.school[mine], weights=weight[mine], minlength=n)
         self.mean[:, term] += np.bincount(
-            rows.school, weights=np.where(sibling, 1.0, hazard), minlength=n
+            rows.school, weights=np.where(np.isnan(settled), hazard, settled), minlength=n
         )
         self.observed[:, term] += np.bincount(rows.school[exits[d == DEST["EHE"]]], minlength=n)
         main = rows.status != S
@@ -924,7 +979,9 @@ class History:
             return
         left = self.left[rows.person]
         was_placed = ((left >= 0) & (table.phase[np.maximum(left, 0)] == AP)).any(axis=1)
-        candidates = np.flatnonzero((rows.status == C) & ~was_placed)  # no AP takes one back
+        # no AP takes a pupil back, nor one kept on roll for a forced exit
+        waiting = np.isin(rows.person, self.waiting)
+        candidates = np.flatnonzero((rows.status == C) & ~was_placed & ~waiting)
         view = self.view(rows.take(candidates), int(self.cal.first[term]))
         placed = add_dual_registrations(view, dataclasses.replace(table, size=places), rng)
         chosen = candidates[placed.status[: len(candidates)] == M]
@@ -938,7 +995,7 @@ class History:
 
     # ----------------------------------------------------------------------- the sibling family
 
-    def choose_siblings(self, term: int, rng: Generator) -> dict | None:
+    def choose_siblings(self, term: int, rng: Generator) -> Forced | None:
         """At each sibling primary, 4-5 pupils in different year groups become one family
         (for their whole history) that leaves for home education on one day this term.
 
@@ -971,12 +1028,10 @@ class History:
             day.append(np.full(len(chosen), when))
             self.siblings.append({"school": school, "persons": chosen, "day": when, "term": term})
         persons_ = np.concatenate(persons)
-        order = np.argsort(persons_, kind="stable")
-        return {
-            "persons": persons_[order],
-            "school": np.concatenate(schools)[order],
-            "day": np.concatenate(day)[order],
-        }
+        dest = np.full(len(persons_), DEST["EHE"])
+        return Forced.of(
+            persons_, np.concatenate(schools), dest, np.zeros_like(dest), np.concatenate(day)
+        )
 
     # ----------------------------------------------------------------------- output
 
@@ -985,16 +1040,21 @@ class History:
         year = np.clip(UPN_YEAR - self.cohort, -20, 40).astype(np.int8)
         return dataclasses.replace(self.people, year=year)
 
-    def exits_frame(self, ids: pl.Series) -> pl.DataFrame:
-        """exits.csv (with the private columns), sorted by school, date and pupil."""
+    def exit_rows(self) -> tuple[Exits, Pupils]:
+        """Every exit drawn (`row` = its position, `day` global) and its pupil as a roll row
+        at the school left, in the year group they left from."""
         columns = {
             name: np.concatenate([record[name] for record in self.exits]) for name in self.exits[0]
         }
-        n = len(columns["person"])
         exits = Exits(**{f.name: columns[f.name] for f in dataclasses.fields(Exits)})
-        exits.row = np.arange(n)
+        exits.row = np.arange(len(columns["person"]))
         roll = self.people.take(columns["person"])
         roll.school, roll.year = columns["school"].astype(np.int32), columns["year"]
+        return exits, roll
+
+    def exits_frame(self, ids: pl.Series) -> pl.DataFrame:
+        """exits.csv (with the private columns), sorted by school, date and pupil."""
+        exits, roll = self.exit_rows()
         return exit_table(exits, roll, self.cal.days, ids, self.cal.end)
 
     def write_pupils(self, path: Path, ids: pl.Series) -> None:
@@ -1035,7 +1095,7 @@ class History:
         model |= {
             "target_rate": self.rate,
             "national_rate": EHE_TARGET_RATE,
-            "ehe_rate_factor": arguments["ehe_rate_factor"],
+            "ehe_rate_factor": arguments.get("ehe_rate_factor", 1.0),
             "term_shares": dict(
                 zip(cal.labels, np.round(cal.shares["ehe"], 6).tolist(), strict=True)
             ),

@@ -35,6 +35,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -42,6 +43,9 @@ import polars as pl
 
 from offroll_audit.codes import YEAR_NUMBER
 from offroll_audit.synthetic.phrasebook import phrases
+
+if TYPE_CHECKING:
+    from offroll_audit.synthetic.hard_letters import HardLetters
 
 LETTER_KINDS = ("school_template", "public_template", "sibling", "free_form")
 NO_TEXT_KIND = "no_text"  # the one scanned PDF without a text layer
@@ -126,6 +130,10 @@ PARENT_ADDITIONS = _SCHOOL["parent_additions"]
 # parent may leave out.
 PUBLIC_TEMPLATES: tuple[tuple[tuple[str, ...], ...], ...] = phrases("public_templates")[
     "public_templates"
+]
+# A sample letter copied at one school only (hard letters: see hard_letters.py).
+RARE_PUBLIC_TEMPLATES: tuple[tuple[tuple[str, ...], ...], ...] = phrases("public_templates")[
+    "rare_public_templates"
 ]
 
 DOCX_TEMPLATE_NAMES = _SCHOOL["docx_template_names"]
@@ -253,6 +261,7 @@ def write_letter_file(
     header: str | None = None,
     metadata: dict | None = None,
     text_layer: bool = True,
+    struck: tuple[str, ...] = (),
 ) -> None:
     """Write one letter as txt, md, docx or pdf; identical inputs give identical bytes.
 
@@ -260,9 +269,12 @@ def write_letter_file(
     a docx. `metadata` keys (see METADATA_KEYS) go to docx core/app properties
     and settings (rsidRoot) or to the PDF info dictionary; txt/md ignore them.
     `text_layer=False` writes a PDF holding only a picture of the page, as a
-    scanner would: it has no extractable text.
+    scanner would: it has no extractable text. `struck` sentences were struck out by the
+    parent: struck-through runs in a docx, ~~struck~~ in markdown, left out of txt and pdf.
     """
     metadata = dict(metadata or {})
+    for sentence in struck if fmt != "docx" else ():
+        text = text.replace(sentence, f"~~{sentence}~~" if fmt == "md" else "", 1)
     unknown = set(metadata) - METADATA_KEYS
     if unknown:
         raise ValueError(f"unknown letter metadata keys: {sorted(unknown)}")
@@ -270,7 +282,7 @@ def write_letter_file(
         body = f"{header}\n\n{text}" if header else text
         data = body.encode("utf-8")
     elif fmt == "docx":
-        data = docx_bytes(text, header=header, metadata=metadata)
+        data = docx_bytes(text, header=header, metadata=metadata, struck=struck)
     elif fmt == "pdf":
         lines = _pdf_lines(text, header)
         data = pdf_bytes(lines, metadata) if text_layer else scanned_pdf_bytes(lines, metadata)
@@ -339,14 +351,23 @@ def _docx_skeleton() -> _DocxSkeleton:
     )
 
 
-def _docx_paragraphs(text: str, rsid: str) -> str:
-    """WordprocessingML paragraphs: one per blank-line block, line breaks inside."""
+def _docx_paragraphs(text: str, rsid: str, struck: tuple[str, ...] = ()) -> str:
+    """WordprocessingML paragraphs: one per blank-line block, line breaks inside; `struck`
+    sentences in struck-through runs of their own."""
     paragraphs = []
     for block in text.strip("\n").split("\n\n"):
         runs = "<w:br/>".join(
             f'<w:t xml:space="preserve">{escape(line)}</w:t>' for line in block.split("\n")
         )
-        paragraphs.append(f'<w:p w:rsidR="{rsid}" w:rsidRDefault="{rsid}"><w:r>{runs}</w:r></w:p>')
+        runs = f"<w:r>{runs}</w:r>"
+        for sentence in struck:
+            if escape(sentence) in runs:
+                strike = (
+                    f'</w:t></w:r><w:r><w:rPr><w:strike/></w:rPr><w:t xml:space="preserve">'
+                    f'{escape(sentence)}</w:t></w:r><w:r><w:t xml:space="preserve">'
+                )
+                runs = runs.replace(escape(sentence), strike, 1)
+        paragraphs.append(f'<w:p w:rsidR="{rsid}" w:rsidRDefault="{rsid}">{runs}</w:p>')
     return "".join(paragraphs)
 
 
@@ -396,15 +417,22 @@ def _app_xml(skeleton: _DocxSkeleton, meta: dict, text: str) -> str:
     return xml
 
 
-def docx_bytes(text: str, *, header: str | None = None, metadata: dict | None = None) -> bytes:
-    """A .docx with `text` as body paragraphs, `header` as page header, and metadata set."""
+def docx_bytes(
+    text: str,
+    *,
+    header: str | None = None,
+    metadata: dict | None = None,
+    struck: tuple[str, ...] = (),
+) -> bytes:
+    """A .docx with `text` as body paragraphs (`struck` sentences struck through), `header`
+    as page header, and metadata set."""
     meta = metadata or {}
     skeleton = _docx_skeleton()
     default_rsid = re.search(r'<w:rsidRoot w:val="([0-9A-F]+)"', skeleton.settings_xml).group(1)
     rsid = meta.get("rsid_root", default_rsid)
     parts = dict(skeleton.parts)
     parts["word/document.xml"] = (
-        skeleton.document_head + _docx_paragraphs(text, rsid) + skeleton.document_tail
+        skeleton.document_head + _docx_paragraphs(text, rsid, struck) + skeleton.document_tail
     ).encode()
     parts[skeleton.header_name] = (
         skeleton.header_head + _docx_paragraphs(header or "", rsid) + "</w:hdr>"
@@ -1082,6 +1110,7 @@ def _letters(planned: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
                 "public_index",
                 "family_seed",
                 "sibling_public",
+                *[c for c in ("case", "rare_index") if c in planned.columns],  # hard letters
             ).first(),
             first_exit=pl.col("exit_date").min(),
             children=pl.struct("pupil_id", "first_name", "female", "dob", "year_group").sort_by(
@@ -1184,6 +1213,7 @@ def write_letters(
     rng: np.random.Generator,
     template_schools: list[str],
     trust_template_schools: list[str],
+    hard: HardLetters | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """Write parents' letters for ~85% of EHE exits into out/letters/, with known answers.
 
@@ -1196,6 +1226,8 @@ def write_letters(
     covering several children], family_id, received_date); exit_letters links
     (pupil_id, urn) to letter_id; truth maps letter_id to kind, template_id,
     family_id and urn. Kinds are LETTER_KINDS plus one NO_TEXT_KIND scan.
+    `hard` adds the harder cases of hard_letters.py (each letter's truth then says which);
+    without it nothing changes, draw for draw.
     """
     root = out / "letters"
     root.mkdir(parents=True, exist_ok=True)
@@ -1203,6 +1235,8 @@ def write_letters(
     profiles = _school_profiles(schools, children["urn"].unique().to_list(), rng)
     templates = _templates(profiles, list(template_schools), list(trust_template_schools), rng)
     planned = _kinds(children, rng, sorted(templates))
+    if hard is not None:
+        return _write_hard(out, hard, rng, profiles, templates, planned)
     letters = _with_files(_letters(planned, rng))
     truth: dict[str, dict] = {}
     for letter in letters.iter_rows(named=True):
@@ -1218,17 +1252,26 @@ def write_letters(
             "family_id": letter["family_id"],
             "urn": letter["urn"],
         }
-    manifest = letters.select(
+    return _manifest(letters, pl.col("family_id")), _exit_letters(letters), truth
+
+
+def _manifest(letters: pl.DataFrame, family_id: pl.Expr) -> pl.DataFrame:
+    """letters.csv: one row per letter (pupil_id null for a letter covering several)."""
+    return letters.select(
         "letter_id",
         "file",
         "urn",
         pupil_id=pl.when(pl.col("children").list.len() == 1)
         .then(pl.col("children").list.first().struct.field("pupil_id"))
         .otherwise(pl.lit(None, pl.String)),
-        family_id="family_id",
+        family_id=family_id,
         received_date="received_date",
     )
-    exit_letters = (
+
+
+def _exit_letters(letters: pl.DataFrame) -> pl.DataFrame:
+    """(pupil_id, urn) -> letter_id for every child a letter covers."""
+    return (
         letters.select(
             "letter_id",
             "urn",
@@ -1237,7 +1280,47 @@ def write_letters(
         .explode("pupil_id")
         .select("pupil_id", "urn", "letter_id")
     )
-    return manifest, exit_letters, truth
+
+
+def _write_hard(
+    out: Path,
+    hard: HardLetters,
+    rng: np.random.Generator,
+    profiles: dict[str, SchoolProfile],
+    templates: dict[str, LetterTemplate],
+    planned: pl.DataFrame,
+) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """write_letters with the hard cases (hard_letters.py), drawn from a stream of their own.
+
+    The truth gains, per letter, which cases it carries, and a `hard` entry: the chosen
+    schools, the families letters.csv does not list, and the known-templates folder.
+    """
+    from offroll_audit.synthetic import hard_letters
+
+    own = rng.spawn(1)[0]
+    templates = hard_letters.add_templates(hard, profiles, templates, own)
+    planned = hard_letters.assign_cases(planned, hard, own)
+    letters = _with_files(hard_letters.mark_letters(_letters(planned, rng), hard, own))
+    root = out / "letters"
+    truth: dict[str, dict] = {}
+    for letter in letters.iter_rows(named=True):
+        truth[letter["letter_id"]] = {
+            "kind": letter["kind"],
+            "family_id": letter["family_id"],
+            "urn": letter["urn"],
+            **hard_letters.write_hard_letter(root, letter, profiles, templates),
+        }
+    unlisted = letters.filter(~pl.col("listed") & pl.col("family_id").is_not_null())
+    truth["hard"] = {
+        "declaration_schools": list(hard.declaration_urns),
+        "form_schools": list(hard.form_urns),
+        "rare_public_schools": list(hard.rare_public_urns),
+        "unlisted_families": sorted(unlisted.get_column("family_id").unique().to_list()),
+        "known_templates": hard_letters.write_known_templates(out),
+        "known_templates_folder": hard_letters.KNOWN_TEMPLATES_FOLDER,
+    }
+    manifest = _manifest(letters, pl.when("listed").then("family_id"))
+    return manifest, _exit_letters(letters), truth
 
 
 # --------------------------------------------------------------------------- rendering one letter
@@ -1273,6 +1356,10 @@ def render_letter(
     )
     if use_public:
         template = public_template(letter["public_index"])
+        if letter.get("case") == "rare_public":
+            from offroll_audit.synthetic.hard_letters import rare_public_template
+
+            template = rare_public_template(letter["rare_index"])
         text = personalise(
             family_rnd, template, ctx, ("drop", "remark", "retype"), remark_sentences=2
         )

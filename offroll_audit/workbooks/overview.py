@@ -228,6 +228,7 @@ def method_lines(results: dict[str, Any]) -> list[tuple[str, str | None]]:
             + (f"; model: {baseline['model']} effects" if baseline.get("model") else ""),
         ),
     ]
+    lines += self_review_method_lines(results)
     for outcome, robust in (baseline.get("robust") or {}).items():
         note = robust.get("note") or ""
         excluded = robust.get("excluded_urns") or []
@@ -367,6 +368,7 @@ def write_overview(results: dict[str, Any], path: Any, suppress: int, when: dt.d
         since_last_term_sheet(book, results)
     schools_sheet(book, results, schools, suppress)
     funnel_sheet(book, results, schools, suppress)
+    trust_sheets(book, results, suppress)
     exits_sheet(book, results)
     letters_sheet(book, results)
     method_sheet(book, results)
@@ -892,6 +894,71 @@ def exits_sheet(book: Book, results: dict[str, Any]) -> None:
     print_setup(ws, title_rows="2:2")
 
 
+SCHOOL_ONLY_LABEL = {
+    "UPN": "the pupil's UPN",
+    "TUTOR_GROUP": "the tutor group",
+    "LETTERHEAD": "the school's letterhead",
+    "DOCUMENT_AUTHOR": "the school's document author",
+    "DOCUMENT_COMPANY": "the school as document company",
+}
+LINK_LABEL = {
+    "words": "by their words",
+    "containment": "by containing the form under their own additions",
+    "passages": "by long passages shared in order",
+    "characters": "by characters (scans read by OCR)",
+}
+
+
+def templated_letters_evidence(
+    cluster: dict[str, Any], urn: str, results: dict[str, Any]
+) -> str | None:
+    """Why this school template selected school `urn` under TEMPLATED_LETTERS (the profile's
+    two thresholds: families, or fewer families on a form with school-only details), or None
+    when it did not."""
+    schools = {str(s.get("urn")): s for s in results.get("schools", [])}
+    if cluster.get("verdict") != "school_template":
+        return None
+    if "TEMPLATED_LETTERS" not in (schools.get(urn, {}).get("audit_reasons") or []):
+        return None
+    rules = ((results.get("profile_settings") or {}).get("select") or {}).get("rules") or []
+    rule = next((r for r in rules if r.get("code") == "TEMPLATED_LETTERS"), {})
+    plain, weighted = rule.get("letters_min_families"), rule.get("letters_min_families_school_only")
+    here = int((cluster.get("school_families") or {}).get(urn, 0))
+    carried = int((cluster.get("school_only_families") or {}).get(urn, 0))
+    if plain is not None and here >= int(plain):
+        return f"{here} families at this school used it (the profile selects from {plain})"
+    if weighted is not None and carried >= int(weighted):
+        codes = [str(d.get("code")) for d in cluster.get("school_only") or []]
+        details = [SCHOOL_ONLY_LABEL.get(code, code) for code in codes] or ["school-only details"]
+        carrying = (
+            details[0] if len(details) == 1 else ", ".join(details[:-1]) + " and " + details[-1]
+        )
+        return (
+            f"{carried} families at this school signed a form carrying {carrying}: details "
+            f"only the school holds, so {weighted} families select it ({plain} on a plainer "
+            "template)"
+        )
+    return None
+
+
+def links_text(links: dict[str, int]) -> str:
+    """'12 letters by their words, 2 by characters (scans read by OCR)'."""
+    parts = [f"{n} {LINK_LABEL.get(kind, kind)}" for kind, n in links.items() if n]
+    return ("; ".join(parts) + " (each letter's closest match)") if parts else ""
+
+
+def families_text(cluster: dict[str, Any]) -> str:
+    """How the cluster's families were recognised, and the families with several letters."""
+    recognised = cluster.get("families_recognised") or {}
+    text = "; ".join(f"{n} by {how}" for how, n in recognised.items())
+    for link in cluster.get("family_links") or []:
+        text += (
+            f". Letters {', '.join(map(str, link.get('letters') or []))} are one family's "
+            f"({', '.join(link.get('how') or [])}): one voice, counted once"
+        )
+    return text
+
+
 def letters_sheet(book: Book, results: dict[str, Any]) -> None:
     ws = book.wb.create_sheet("Letters")
     clusters = results.get("letter_clusters", [])
@@ -910,6 +977,10 @@ def letters_sheet(book: Book, results: dict[str, Any]) -> None:
         Column("First letter", 11, FMT_DATE, date=True),
         Column("Last letter", 11, FMT_DATE, date=True),
         Column("Why it looks school-written", 60, wrap=True),
+        Column("School-only details on the form", 30, wrap=True),
+        Column("Selected its lead school because", 40, wrap=True),
+        Column("Families recognised", 40, wrap=True),
+        Column("How letters matched", 40, wrap=True),
         Column("Letters", 30, wrap=True),
     ]
 
@@ -930,6 +1001,10 @@ def letters_sheet(book: Book, results: dict[str, Any]) -> None:
                 c.get("date_from"),
                 c.get("date_to"),
                 "\n".join(str(s.get("detail", "")) for s in c.get("signals") or []),
+                "\n".join(str(d.get("detail", "")) for d in c.get("school_only") or []),
+                templated_letters_evidence(c, str(c.get("urn")), results),
+                families_text(c),
+                links_text(c.get("links") or {}),
                 ", ".join(map(str, c.get("letters") or [])),
             ]
 
@@ -981,3 +1056,10 @@ def issues_sheet(book: Book, results: dict[str, Any]) -> None:
     )
     book.table(ws, 2, columns, rows(), len(issues) + len(warnings), freeze=None)
     print_setup(ws, title_rows="2:2")
+
+
+# the self-review's sheet and Method lines use this module's wording: imported last
+from offroll_audit.workbooks.trust import (  # noqa: E402
+    self_review_method_lines,
+    trust_sheets,
+)

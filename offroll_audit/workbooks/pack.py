@@ -33,9 +33,12 @@ from offroll_audit.workbooks.overview import (
     VERDICT_LABEL,
     VERDICT_TEXT,
     exit_row,
+    families_text,
+    links_text,
     method_sheet,
     outcome_sentence,
     rag_formats,
+    templated_letters_evidence,
     window_text,
 )
 from offroll_audit.workbooks.style import (
@@ -64,6 +67,7 @@ from offroll_audit.workbooks.style import (
     title,
     write_lines,
 )
+from offroll_audit.workbooks.trust import self_review_cautions
 
 GROUPINGS = {
     "sen_provision": ("SEN", {"E": "EHC plan", "K": "SEN support", "N": "no SEN"}),
@@ -240,6 +244,7 @@ def cover_sheet(
                 "this sheet and Breakdown; Pupils lists every exit and is not for sharing.",
             )
         )
+    cautions += self_review_cautions(context.results)
     row = _section(ws, row, "Cautions", cautions)
     contents = [
         (
@@ -467,6 +472,9 @@ def _cluster_block(
         + "."
     )
     lines = [("Summary", summary)]
+    selected_by = templated_letters_evidence(cluster, urn, context.results)
+    if selected_by:
+        lines.append(("Why it selected this school", _sentence(selected_by) + "."))
     if cluster.get("trusts"):
         lines.append(("Trusts", "; ".join(map(str, cluster["trusts"]))))
     if len(families) > 1:
@@ -477,6 +485,13 @@ def _cluster_block(
         lines.append(("Matches public sample", str(cluster["known_template"])))
     for signal in cluster.get("signals") or []:
         lines.append((signal_label(str(signal.get("code", ""))), signal.get("detail", "")))
+    details = " ".join(str(d.get("detail", "")) for d in cluster.get("school_only") or [])
+    if details:
+        lines.append(("School-only details", details))
+    if cluster.get("families_recognised"):
+        lines.append(("Families recognised", _sentence(families_text(cluster)) + "."))
+    if any((cluster.get("links") or {}).values()):
+        lines.append(("How letters matched", _sentence(links_text(cluster["links"])) + "."))
     row = write_lines(
         ws, row, lines, width=EXCERPT_WIDTH * wide, merge_to=span, value_alignment=WRAP_TOP
     )
