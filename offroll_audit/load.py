@@ -912,9 +912,18 @@ def bad_upn_rows(ids: pl.Series) -> np.ndarray:
     return positions[wrong]
 
 
+UPN_SLICE_ROWS = 1 << 22  # ids checked at a time: a national roll's bytes are never all copied
+
+
 def _check_upns(frame: pl.DataFrame, file: str, report: Report) -> None:
     """Ids shaped like a UPN must carry the right check letter; other ids are pseudonyms."""
-    bad = bad_upn_rows(frame.get_column("pupil_id"))
+    ids = frame.get_column("pupil_id")
+    bad = np.concatenate(
+        [
+            bad_upn_rows(ids.slice(start, UPN_SLICE_ROWS)) + start
+            for start in range(0, max(len(ids), 1), UPN_SLICE_ROWS)
+        ]
+    )
     if bad.size:
         rows = frame.select(LINE, "pupil_id")[pl.Series(bad)]
         _report_cells(
@@ -995,6 +1004,16 @@ def _derive_destination(
 # --------------------------------------------------------------------------- duplicates
 
 
+def repeated_keys(frame: pl.DataFrame, keys: list[str]) -> pl.Series:
+    """True on rows whose `keys` hash like another row's: a superset of the rows that share
+    their keys, found by sorting row hashes (faster than a hash table, and far faster than a
+    window over a national roll); exact checks then run on these few rows only."""
+    hashes = frame.select(keys).hash_rows()
+    ordered = np.sort(hashes.to_numpy())
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    return hashes.is_in(pl.Series(repeated, dtype=hashes.dtype).implode())
+
+
 def drop_duplicates(
     frame: pl.DataFrame, keys: list[str], file: str, report: Report
 ) -> pl.DataFrame:
@@ -1006,12 +1025,10 @@ def drop_duplicates(
     content = [c for c in frame.columns if c != LINE]
     if frame.height < 2 or not content:
         return frame
-    hashes = frame.select(keys or content).hash_rows()
-    ordered = np.sort(hashes.to_numpy())  # a sort finds repeats faster than a hash table here
-    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
-    if repeated.size == 0:
+    repeats = repeated_keys(frame, keys or content)
+    if not repeats.any():
         return frame
-    candidates = frame.filter(hashes.is_in(pl.Series(repeated).implode()))
+    candidates = frame.filter(repeats)
     exact = candidates.filter(
         pl.struct(content).is_duplicated() & ~pl.struct(content).is_first_distinct()
     )
@@ -1162,7 +1179,8 @@ def _check_dual_rolls(pupils: pl.DataFrame, file: str, report: Report) -> None:
     """A pupil on two schools' rolls in one census, at overlapping times, neither registration
     marked dual (enrolment_status M or S): one of the rows is wrong."""
     keys = ["pupil_id", "census"]
-    several = pupils.filter(
+    candidates = pupils.filter(repeated_keys(pupils, keys))  # a pupil listed twice in a census
+    several = candidates.filter(
         pl.col("census").is_not_null() & (pl.col("urn").n_unique().over(keys) > 1)
     )
     if not several.height:

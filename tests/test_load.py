@@ -1065,6 +1065,21 @@ def test_temporary_upn_with_right_check_letter_is_valid(tmp_path: Path) -> None:
     load_ok(write_dataset(tmp_path / "data", tables))
 
 
+def test_upns_are_checked_slice_by_slice_with_the_right_rows(monkeypatch) -> None:
+    """A national roll's ids are checked in slices; a bad UPN is reported at its own row
+    whichever slice it falls in."""
+    from offroll_audit import load
+    from offroll_audit.problems import Report
+
+    good, bad = "B801200005001", "A801200005001"
+    ids = [good, bad, good, good, bad, good, "P0001", bad]
+    frame = pl.DataFrame({load.LINE: list(range(2, 10)), "pupil_id": ids})
+    monkeypatch.setattr(load, "UPN_SLICE_ROWS", 3)
+    report = Report()
+    load._check_upns(frame, "pupils.csv", report)
+    assert [e.row for e in report.errors] == [3, 6, 9]
+
+
 def test_values_parse_to_canonical_types(tmp_path: Path) -> None:
     dataset, _ = load_ok(write_dataset(tmp_path / "data"))
     pupil = dataset.pupils.filter(pl.col("pupil_id") == "P0003").row(0, named=True)
