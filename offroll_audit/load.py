@@ -673,15 +673,14 @@ def _clean_wide(cells: pl.Series) -> pl.Series:
     return cells
 
 
-def canonicalise(
-    frame: pl.DataFrame,
-    table: str,
-    file: str,
-    report: Report,
-    header_row: int = 1,
-    duplicated: tuple[str, ...] = (),
-) -> pl.DataFrame | None:
-    """Rename, parse and check one table; None when its columns are unusable."""
+def canonicalise(raw: RawTable, table: str, file: str, report: Report) -> pl.DataFrame | None:
+    """Rename, parse and check one table; None when its columns are unusable.
+
+    Takes the raw frame out of `raw` and lets each raw column go once it is parsed (unless
+    its bad cells are still to be quoted): a national roll is never held twice over.
+    """
+    frame, header_row, duplicated = raw.frame, raw.header_row, raw.duplicated
+    raw.frame = pl.DataFrame()
     errors_before = len(report.errors)
     mapping = match_columns(frame, table, file, report, header_row, duplicated)
     if len(report.errors) > errors_before:
@@ -700,11 +699,17 @@ def canonicalise(
     for column in TABLES[table]:
         if column.name in WIDE_TEXT and column.name in mapping:
             parsed[column.name] = _clean_wide(frame.get_column(mapping[column.name]))
+            frame = frame.drop(mapping[column.name])
         elif column.name in mapping:
             cells = frame.get_column(mapping[column.name])
             parsed[column.name], lookups[column.name] = _parse_tabulated(
                 column, cells, tables[column.name]
             )
+            del cells
+            lookup = lookups[column.name]
+            quoted_later = lookup.invalid or lookup.out_of_range or column.name == "destination"
+            if not quoted_later:
+                frame = frame.drop(mapping[column.name])
         else:
             parsed[column.name] = pl.repeat(None, frame.height, dtype=dtype_of(column), eager=True)
     used = set(mapping.values())
@@ -714,8 +719,8 @@ def canonicalise(
             name, n = f"{_extra_name(extra)}_{n}", n + 1
         parsed[name] = frame.get_column(extra)
     result = pl.DataFrame([series.alias(name) for name, series in parsed.items()])
-    for name, raw in mapping.items():
-        _report_bad_cells(frame, result, columns[name], raw, lookups.get(name), file, report)
+    for name, header in mapping.items():
+        _report_bad_cells(frame, result, columns[name], header, lookups.get(name), file, report)
     if table == "pupils":
         _check_upns(result, file, report)
         if "census" in mapping:
@@ -1322,7 +1327,7 @@ def load_dataset(
         raw = read_text_table(path, encoding, report, table)
         if raw is None:
             continue
-        frame = canonicalise(raw.frame, table, path.name, report, raw.header_row, raw.duplicated)
+        frame = canonicalise(raw, table, path.name, report)
         del raw
         if frame is None:
             continue
