@@ -905,7 +905,13 @@ def _stream(
             groups.reps[best].append(x)
             lsh.insert(x, space.minhash(x))
         for other in sorted(linked):
-            _merge_if_cohesive(groups.find(x), other, space, groups, settings)
+            if groups.find(other) != groups.find(x) and groups.size[groups.find(other)] == 1:
+                # A letter that stayed alone joins x's group, as it would have had it come
+                # after x: a form under a long paragraph that no earlier copy contained enough
+                # of is contained by a later, shorter copy (cohesion is for two groups).
+                groups.union(groups.find(x), other, settings.max_reps)
+            else:
+                _merge_if_cohesive(groups.find(x), other, space, groups, settings)
 
 
 def _linked_groups(

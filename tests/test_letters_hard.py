@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,40 @@ def test_ordered_shared_words_count_only_runs_in_order() -> None:
     assert _ordered_shared_words(letter, form, 8) == 102 + 92
     shuffled = np.concatenate([form[100:120], form[:20]])
     assert _ordered_shared_words(shuffled, form, 8) == 22
+
+
+def test_a_lone_letter_a_later_copy_contains_joins_the_form() -> None:
+    """A form under a long paragraph that contains too little of the earlier full copies
+    stays alone until a later, shorter copy links to it; that copy joins the form's group,
+    and the lone letter must follow (as if it had come after the copy), whatever the
+    cohesion of two groups says."""
+    body = FORM.split("\n\n")[2]
+    sentences = re.split(r"(?<=\.) ", body)
+    head = "To the Headteacher\n\nDear Headteacher,\n\n"
+
+    def letter(day: int, family: str, parts: list[str], name: str) -> dict:
+        text = head + "\n\n".join(parts) + "\n\nYours sincerely,\n" + name + "\n"
+        return {
+            "letter_id": family.upper(),
+            "urn": "100000",
+            "family_id": family,
+            "text": text,
+            "received_date": dt.date(2024, 11, day),
+        }
+
+    opening = " ".join(sentences[:2])
+    rows = [
+        letter(1, "a1", [body], "Sarah Jones"),
+        letter(2, "a2", [body], "Amir Khan"),
+        letter(3, "x", [opening, OWN[0], OWN[1]], "Leah Brown"),  # alone when it arrives
+        letter(4, "a3", [opening + " " + sentences[-1]], "Tom Price"),  # contained by X
+    ]
+    # the word view alone (the character view's second pass can rescue a lone letter too)
+    for settings in (LetterSettings(ocr_view=False), LetterSettings()):
+        result = detect_templates(_frame(rows), SCHOOLS, settings=settings)
+        cluster = _cluster_of(result, "A1")
+        assert cluster and cluster["verdict"] == "school_template"
+        assert cluster["letters"] == ["A1", "A2", "A3", "X"] and cluster["families"] == 4
 
 
 def test_two_schools_with_similar_forms_stay_two_templates() -> None:
