@@ -2,6 +2,7 @@
 
 Usage:
     python benchmarks/bench_trusts.py [--las 50] [--schools 120] [--pupils 45000] [--workers 2]
+        [--seed 1000]
 
 50 synthetic LAs (the one-year generator) whose EHE rate runs evenly from 0.5 to 3 times the
 national estimate (`ehe_rate_factor`). Each LA is audited LA-wide (local baseline), then every
@@ -248,6 +249,9 @@ def main() -> None:
     parser.add_argument("--schools", type=int, default=120)
     parser.add_argument("--pupils", type=int, default=45_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--seed", type=int, default=1000, help="The first LA's seed (the rest follow it)."
+    )
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench-trusts")
     parser.add_argument("--json", type=Path, default=None, help="Write every slice's result here.")
     args = parser.parse_args()
@@ -256,7 +260,7 @@ def main() -> None:
     shape = nation_shape(args.work)
     factors = np.linspace(0.5, 3.0, args.las) if args.las > 1 else np.array([1.0])
     tasks = [
-        (1000 + i, round(float(f), 4), args.schools, args.pupils, str(shape))
+        (args.seed + i, round(float(f), 4), args.schools, args.pupils, str(shape))
         for i, f in enumerate(factors)
     ]
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:

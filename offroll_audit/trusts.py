@@ -119,7 +119,7 @@ def outcome_rollup(
         "own_level_note": (
             "the level of the trust's own schools against the reference, estimated robustly "
             "(schools beyond chance set aside)"
-            if level.how != "too_few"
+            if level.how == "estimated"  # too_few here, national where it is the audit's
             else "too few schools or exits in the trust to estimate its own level: it leans on "
             "the reference"
         ),

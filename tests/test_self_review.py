@@ -85,6 +85,42 @@ def test_two_offrollers_in_a_trust_of_eight_do_not_raise_the_level() -> None:
     assert raised > 1.25 * per_school.level[6]
 
 
+def test_a_school_is_set_aside_only_beyond_chance_against_a_level_with_its_uncertainty() -> None:
+    """Two primaries with two exits between them and two secondaries well above a shape whose
+    year-group rise is too shallow (england.toml's against the synthetic LAs'). Judged by a
+    plain Poisson test against the primaries' barely known level, both secondaries were set
+    aside, the level rested on two exits and both were then selected: half a trust set
+    aside by a test that ignored the uncertainty the audit's own test allows for. Set aside
+    only what is beyond chance with that uncertainty (and self_alpha), the level is theirs
+    and neither is beyond the 99.8% limit."""
+    s = np.array([2.0, 2.0, 8.0, 8.0])
+    o = np.array([1.0, 1.0, 30.0, 26.0])
+    level, per_school = sr.estimate_level(o, s, ["a", "b", "c", "d"], {})
+    assert level.set_aside == [] and level.how == "estimated"
+    alpha = level.alpha + per_school.variance / per_school.level**2
+    assert (stats.nb_p_upper(o, per_school.level * s, alpha)[2:] > 0.001).all()
+    # a blatant one is still set aside: 40 where its neighbours say about 8
+    o = np.array([1.0, 1.0, 8.0, 40.0])
+    level, _ = sr.estimate_level(o, s, ["a", "b", "c", "d"], {})
+    assert level.set_aside == ["d"]
+
+
+def test_two_moderate_offrollers_in_a_trust_of_ten_from_a_synthetic_la() -> None:
+    """Exits to home education in a trust of ten cut from a synthetic LA (bench_trusts.py,
+    seed 1017; shape expectations from the synthetic nation): two planted off-rollers (53
+    against 14.1, 42 against 11.1) among eight ordinary schools. Setting aside only what
+    is beyond chance even allowing for differences between schools (self_alpha) kept both,
+    each within chance against the level the other raised, and neither was selected; the
+    level's uncertainty alone is allowed for, so both are set aside and both stand out."""
+    o = np.array([8.0, 53.0, 0.0, 42.0, 0.0, 13.0, 0.0, 0.0, 14.0, 2.0])
+    s = np.array([6.681, 14.071, 0.618, 11.083, 0.92, 6.717, 0.822, 0.304, 7.818, 0.761])
+    level, per_school = sr.estimate_level(o, s, [str(i) for i in range(10)], {})
+    assert level.how == "estimated" and level.set_aside == ["1", "3"]
+    alpha = level.alpha + per_school.variance / per_school.level**2
+    p = stats.nb_p_upper(o, per_school.level * s, alpha)
+    assert (p[[1, 3]] < 0.001).all() and (np.delete(p, [1, 3]) > 0.05).all()
+
+
 def test_each_school_is_judged_against_the_others_with_the_level_uncertainty() -> None:
     """Leave-one-out levels exclude the school itself; fewer exits elsewhere, more variance;
     a school set aside is judged against all the schools kept."""
@@ -181,6 +217,19 @@ def test_one_school_leans_on_the_national_level_and_the_cover_says_so(tmp_path) 
     assert labels["Level: Home education (EHE)"].startswith("Too few to estimate")
     assert labels["Self-review"] == sr.CANNOT_TELL
     assert self_review_cautions(results)[0][0] == "Level: Home education (EHE)"
+
+
+def test_a_trust_too_small_for_its_own_level_says_so_in_its_roll_up(tmp_path) -> None:
+    """Three schools with two exits between them: the self-review's level leans on the
+    national one, and the trust roll-up (whose own level is the audit's) says so too."""
+    data = write_trust(tmp_path / "trust", [1, 0, 1])
+    out = tmp_path / "out"
+    assert run_cli("audit", data, "--out", out, "-q", "--no-workbooks") == 0
+    results = results_of(out)
+    assert results["baseline"]["level"]["ehe"]["how"] == "national"
+    (trust,) = results["trusts"]
+    assert trust["ehe"]["own_level"]["how"] == "national"
+    assert trust["ehe"]["own_level_note"].startswith("too few schools or exits")
 
 
 # --------------------------------------------------------------------------- the choice
@@ -304,9 +353,11 @@ def test_schools_whose_la_has_no_rate_exit_2(tmp_path, capsys) -> None:
     assert run_cli("audit", data, "--out", tmp_path / "o", "--la-rates", rates) == 2
     err = capsys.readouterr().err
     assert f"error: {rates} [la_code]: no rate for LA 931 (school 100002, schools.csv row 3)" in err
+    assert not (tmp_path / "o").exists()
     blank = write_dataset(tmp_path / "blank", with_la_codes(["852", ""]))
     assert run_cli("audit", blank, "--out", tmp_path / "o", "--la-rates", rates) == 2
     assert "error: schools.csv:3 [la_code]: school 100002 has no la_code" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_la_rates_anchor_the_level_of_exits_to_home_education(tmp_path) -> None:
