@@ -657,6 +657,23 @@ FUNNEL_GRID = 120
 FUNNEL_HEADER_ROW = 36
 
 
+def funnel_limit_grid(
+    expected: list[float], alpha: float, p998: float, p95: float
+) -> tuple[list[float], list[list[float]]]:
+    """The funnel's limit lines: a log-spaced grid of expected counts spanning the schools'
+    (whole decades), and the lower 99.8%, lower 95%, upper 95% and upper 99.8% limits of the
+    ratio along it, as plain floats (a NumPy scalar would be written as its repr)."""
+    if expected:
+        x_min = 10 ** math.floor(math.log10(min(expected)))
+        x_max = 10 ** math.ceil(math.log10(max(expected) * 1.05))
+    else:
+        x_min, x_max = 1.0, 100.0
+    grid = np.geomspace(x_min, x_max, FUNNEL_GRID)
+    probs = (p998, p95, 1 - p95, 1 - p998)
+    limits = funnel_limits(grid, alpha, probs)
+    return grid.tolist(), [limits[p].tolist() for p in probs]
+
+
 def funnel_sheet(
     book: Book, results: dict[str, Any], schools: list[dict[str, Any]], suppress: int
 ) -> None:
@@ -687,14 +704,7 @@ def funnel_sheet(
     points = others + selected
     expected = [s["ehe"]["expected"] for s in points]
     ratios = [s["ehe"]["ratio"] for s in points]
-    if points:
-        x_min = 10 ** math.floor(math.log10(min(expected)))
-        x_max = 10 ** math.ceil(math.log10(max(expected) * 1.05))
-    else:
-        x_min, x_max = 1.0, 100.0
-    grid = np.geomspace(x_min, x_max, FUNNEL_GRID)
-    probs = (p998, p95, 1 - p95, 1 - p998)
-    limits = funnel_limits(grid, alpha, probs)
+    grid_values, limit_values = funnel_limit_grid(expected, alpha, p998, p95)
     columns = [
         Column("URN", 9),
         Column("School", 30),
@@ -710,9 +720,6 @@ def funnel_sheet(
         Column("As expected", 10, FMT_RATIO),
     ]
     count = max(len(points), FUNNEL_GRID)
-    # plain floats: a NumPy scalar would be written as its repr; NaN and inf show empty
-    grid_values = grid.tolist()
-    limit_values = [limits[p].tolist() for p in probs]
 
     def rows() -> Iterator[list[Any]]:
         for i in range(count):
@@ -737,7 +744,13 @@ def funnel_sheet(
         y_top = nice_ceiling(max(max(ratios) * 1.05, 2.0))
         ws.add_chart(
             funnel_chart(
-                ws, table.first_row, len(others), len(selected), (x_min, x_max), y_top, alpha
+                ws,
+                table.first_row,
+                len(others),
+                len(selected),
+                (grid_values[0], grid_values[-1]),
+                y_top,
+                alpha,
             ),
             "A4",
         )

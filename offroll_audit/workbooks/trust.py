@@ -8,21 +8,19 @@ All of it is read from results.json (`baseline`, `trusts`), so it can never disa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 from openpyxl.chart import Reference, Series
 
 from offroll_audit.self_review import CANNOT_TELL
-from offroll_audit.significance import funnel_limits
 from offroll_audit.workbooks.overview import (
     BAND_LABEL,
     FUNNEL_GRID,
     OUTCOME_NAME,
     SUPPRESSED_DERIVED,
     funnel_chart,
+    funnel_limit_grid,
     nice_ceiling,
 )
 from offroll_audit.workbooks.style import (
@@ -259,15 +257,7 @@ def _funnel(
     ws.merge_cells(start_row=row + 1, start_column=1, end_row=row + 1, end_column=12)
     ws.row_dimensions[row + 1].height = text_height(note, 125)
     chart_row, header_row = row + 2, row + 2 + CHART_ROWS
-    if points:
-        x_min = 10 ** math.floor(math.log10(min(p[1] for p in points)))
-        x_max = 10 ** math.ceil(math.log10(max(p[1] for p in points) * 1.05))
-    else:
-        x_min, x_max = 1.0, 100.0
-    grid = np.geomspace(x_min, x_max, FUNNEL_GRID)
-    probs = (p998, p95, 1 - p95, 1 - p998)
-    limits = funnel_limits(grid, alpha, probs)
-    grid_values, limit_values = grid.tolist(), [limits[p].tolist() for p in probs]
+    grid_values, limit_values = funnel_limit_grid([p[1] for p in points], alpha, p998, p95)
     columns = [
         Column("URN", 22),
         Column("School", 30),
@@ -308,7 +298,13 @@ def _funnel(
         return
     y_top = nice_ceiling(max(max(p[2] for p in points) * 1.05, (level or 0) * 1.1, 2.0))
     chart = funnel_chart(
-        ws, table.first_row, others, len(points) - others, (x_min, x_max), y_top, alpha
+        ws,
+        table.first_row,
+        others,
+        len(points) - others,
+        (grid_values[0], grid_values[-1]),
+        y_top,
+        alpha,
     )
     chart.title = "The trust's schools: observed / expected at the reference level"
     if level is not None:
