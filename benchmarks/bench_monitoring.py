@@ -3,6 +3,7 @@ false-signal rate, on synthetic LAs followed over several terms (`fixtures --ter
 
     python benchmarks/bench_monitoring.py null --las 100      # innocent selections per LA
     python benchmarks/bench_monitoring.py planted --las 100   # power on the planted patterns
+    python benchmarks/bench_monitoring.py null --las 100 --seed 2000   # fresh seeds
     python benchmarks/bench_monitoring.py speed               # 50,000 pupils, 9 terms
 
 Each LA: about 100 schools and 50,000 pupils over 9 termly censuses (2022-AUT to 2025-SUM),
@@ -148,7 +149,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["null", "planted", "speed"])
     parser.add_argument("--las", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument(
+        "--seed",
+        "--seed-start",
+        type=int,
+        default=1000,
+        help="First seed: the LAs are seeds seed, seed + 1, ... (tuning used 1000-1099; "
+        "validate on others, e.g. 2000).",
+    )
     parser.add_argument("--profile", default="default")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(

@@ -173,7 +173,7 @@ def _quiet_school(urn: str) -> dict:
 
 DEFAULT_RULE_TRIGGERS = {
     "EHE_HIGH": {"ehe_band": "high_998", "ehe_q": 0.001},
-    "EHE_YEAR_HIGH": {"ehe_year_band": "high_998", "ehe_year_q": 0.001},
+    "EHE_YEAR_HIGH": {"ehe_year_band": "high_998", "ehe_year_q": 0.0005},
     "EHE_RISING": {"ehe_year_band": "high_95", "ehe_change_p": 0.0001},
     "EHE_SUSTAINED": {
         "ehe_history_band": "high_998",
@@ -181,7 +181,7 @@ DEFAULT_RULE_TRIGGERS = {
         "ehe_cusum_terms_since_signal": 2.0,
     },
     "UNEXPLAINED_HIGH": {"unexplained_band": "high_998", "unexplained_q": 0.001},
-    "UNEXPLAINED_YEAR_HIGH": {"unexplained_year_band": "high_998", "unexplained_year_q": 0.001},
+    "UNEXPLAINED_YEAR_HIGH": {"unexplained_year_band": "high_998", "unexplained_year_q": 0.0005},
     "UNEXPLAINED_RISING": {"unexplained_year_band": "high_95", "unexplained_change_p": 0.00001},
 }
 
@@ -207,3 +207,39 @@ def test_each_default_count_rule_selects_when_all_its_conditions_hold(code: str)
     reasons = dict(zip(chosen["urn"], chosen["audit_reasons"].to_list(), strict=True))
     assert reasons["all"] == [code]
     assert all(code not in reasons[f"without {key}"] for key in trigger)
+
+
+# The default count rules' significance thresholds, as measured (README "Termly monitoring",
+# [select.measured] in thresholds/default.toml): on synthetic null LAs these keep innocent
+# selections to about 0.05 per LA. Loosening one changes the error rates: measure again.
+DEFAULT_RULE_THRESHOLDS = {
+    "EHE_HIGH": ("ehe_q", 0.005),
+    "EHE_YEAR_HIGH": ("ehe_year_q", 0.001),
+    "EHE_RISING": ("ehe_change_p", 0.0005),
+    "EHE_SUSTAINED": ("ehe_history_q", 0.01),
+    "UNEXPLAINED_HIGH": ("unexplained_q", 0.005),
+    "UNEXPLAINED_YEAR_HIGH": ("unexplained_year_q", 0.001),
+    "UNEXPLAINED_RISING": ("unexplained_change_p", 0.0001),
+}
+
+
+@pytest.mark.parametrize("code", sorted(DEFAULT_RULE_THRESHOLDS))
+def test_each_default_count_rule_selects_below_its_measured_threshold_only(code: str) -> None:
+    """A school whose q (or change p) is just below the rule's threshold is selected; one at
+    the threshold, or at twice it, is not."""
+    import polars as pl
+
+    from offroll_audit.profile import load_profile
+    from offroll_audit.select import select_schools
+
+    profile = load_profile("default")
+    assert set(DEFAULT_RULE_THRESHOLDS) == set(DEFAULT_RULE_TRIGGERS)
+    column, threshold = DEFAULT_RULE_THRESHOLDS[code]
+    trigger = DEFAULT_RULE_TRIGGERS[code]
+    assert column in trigger
+    values = {"below": threshold * 0.99, "at": threshold, "twice": threshold * 2}
+    rows = [_quiet_school("all") | trigger | {"urn": name, column: v} for name, v in values.items()]
+    frame = pl.DataFrame(rows, infer_schema_length=None)
+    chosen = select_schools(frame, profile)
+    reasons = dict(zip(chosen["urn"], chosen["audit_reasons"].to_list(), strict=True))
+    assert reasons == {"below": [code], "at": [], "twice": []}
