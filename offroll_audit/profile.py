@@ -59,6 +59,16 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _without_stale_measures(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """The parent's settings, less its measured error rates (`[select.measured]`) when the
+    child replaces the rules: those figures describe the parent's rules, not the child's."""
+    child_select = child.get("select", {})
+    if "rules" not in child_select or "select" not in parent:
+        return parent
+    select = {k: v for k, v in parent["select"].items() if k != "measured"}
+    return {**parent, "select": select}
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
@@ -91,7 +101,7 @@ def load_profile(name_or_file: str = "default") -> Profile:
         if parent_path.resolve() in seen:
             raise UsageError(f"profile {path}: inherits from itself")
         seen.add(parent_path.resolve())
-        settings = merge(_read(parent_path), settings)
+        settings = merge(_without_stale_measures(_read(parent_path), settings), settings)
         path = parent_path
     return Profile(name=settings.get("name", first.stem), source=str(first), settings=settings)
 

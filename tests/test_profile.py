@@ -32,3 +32,20 @@ def test_a_profile_that_inherits_from_itself_is_a_usage_error(tmp_path: Path) ->
     (tmp_path / "y.toml").write_text('inherits = "x"\n')
     with pytest.raises(UsageError, match=r"y\.toml: inherits from itself"):
         load_profile(str(tmp_path / "x.toml"))
+
+
+def test_measured_error_rates_stay_with_the_rules_they_were_measured_on(tmp_path: Path) -> None:
+    """The default profile's [select.measured] describes its own rules: a profile that only
+    tunes settings keeps it; one that replaces the rules (strict, ofsted) does not."""
+    assert load_profile("default").select["measured"]
+    assert "measured" not in load_profile("strict").select
+    tuned = tmp_path / "tuned.toml"
+    tuned.write_text('inherits = "default"\n[select]\nmin_exits = 6\n', encoding="utf-8")
+    assert load_profile(str(tuned)).select["measured"] == load_profile("default").select["measured"]
+    own = tmp_path / "own.toml"
+    own.write_text(
+        'inherits = "default"\n[[select.rules]]\ncode = "X"\nexplain = "x"\noutcome = "ehe"\n'
+        'bands = ["high_998"]\n[select.measured]\n"Mine" = "1 in 20"\n',
+        encoding="utf-8",
+    )
+    assert load_profile(str(own)).select["measured"] == {"Mine": "1 in 20"}
