@@ -30,7 +30,7 @@ from offroll_audit import codes, spreadsheet
 from offroll_audit.problems import ERROR, MAX_ROWS_PER_PROBLEM, WARNING, DataError, Report
 from offroll_audit.schema import REQUIRED_TABLES, TABLES, Column, Dataset, dtype_of, empty_frame
 from offroll_audit.spreadsheet import MAX_CELL_BYTES, MAX_COLUMNS
-from offroll_audit.window import Calendar, term_index, terms_of_days
+from offroll_audit.window import Calendar, term_index, term_indexes, terms_of_days
 
 SUFFIXES = (".csv", ".xlsx", ".parquet")
 MISSING_TOKENS = ["", "na", "n/a", "null"]
@@ -1163,7 +1163,7 @@ def _termly_checks(tables: dict[str, pl.DataFrame], files: dict[str, str], repor
     first = term_index(calendar.census_terms[0])
     terms = terms_of_days(exits.get_column("exit_date"))
     known = {term_index(t) for t in calendar.census_terms}
-    index = terms.map_elements(term_index, return_dtype=pl.Int64, skip_nulls=True)
+    index = term_indexes(terms)
     lacking = exits.with_columns(terms, index.alias("_at")).filter(
         (pl.col("_at") >= first) & ~pl.col("_at").is_in(list(known))
     )

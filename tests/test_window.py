@@ -43,3 +43,11 @@ def test_pick_census_follows_the_contract_for_every_pupil() -> None:
             expected = reference_choice(group["census"].to_list(), window)
             assert got.get(pupil_id[0]) == expected
         assert "Q" not in got
+
+
+def test_term_indexes_agree_with_term_index_on_every_term() -> None:
+    from offroll_audit.window import term_index, term_indexes
+
+    terms = [f"{year}-{name}" for year in range(2019, 2027) for name in ("AUT", "SPR", "SUM")]
+    got = term_indexes(pl.Series([*terms, None])).to_list()
+    assert got == [*(term_index(t) for t in terms), None]
