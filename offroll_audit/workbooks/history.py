@@ -11,6 +11,7 @@ from openpyxl.chart import LineChart, Reference
 from openpyxl.worksheet.worksheet import Worksheet
 
 from offroll_audit.workbooks.style import (
+    BAND_LABEL,
     BOX,
     DARK,
     FMT_EXPECTED,
@@ -32,14 +33,6 @@ from offroll_audit.workbooks.style import (
 )
 
 OUTCOMES = {"ehe": "Exits to home education", "unexplained": "Unexplained exits"}
-BAND_TEXT = {
-    "high_998": "above 99.8% limit",
-    "high_95": "above 95% limit",
-    "expected": "within limits",
-    "low_95": "below 95% limit",
-    "low_998": "below 99.8% limit",
-    "too_few": "too few to judge",
-}
 WIDTHS = [11, 10, 10, 9, 11, 11, 20, 12]
 WIDE = sum(WIDTHS) - 6  # a merged row across the table, less a margin for the font
 
@@ -139,7 +132,7 @@ def _history_table(
             expected,
             None if hidden else block.get("ratio"),
             *upper,
-            BAND_TEXT.get(block.get("band"), block.get("band")),
+            BAND_LABEL.get(block.get("band"), block.get("band")),
             "yes" if term.get("audit") else "",
         ]
         formats = [None, FMT_INT, FMT_EXPECTED, FMT_RATIO, FMT_EXPECTED, FMT_EXPECTED, None, None]

@@ -28,6 +28,7 @@ from offroll_audit.significance import funnel_limits
 from offroll_audit.workbooks.history import monitoring_method_lines, since_last_term_sheet
 from offroll_audit.workbooks.style import (
     AMBER_FILL,
+    BAND_LABEL,
     BLUE_FILL,
     BOLD,
     FMT_DATE,
@@ -65,14 +66,6 @@ QUESTION_NOT_PROOF = (
     "the data cannot see."
 )
 
-BAND_LABEL = {
-    "high_998": "above 99.8% limit",
-    "high_95": "above 95% limit",
-    "expected": "within limits",
-    "low_95": "below 95% limit",
-    "low_998": "below 99.8% limit",
-    "too_few": "too few to judge",
-}
 BAND_ORDER = {band: i for i, band in enumerate(BAND_LABEL)}
 BAND_FILL = {
     "high_998": RED_FILL,
@@ -674,6 +667,31 @@ def funnel_limit_grid(
     return grid.tolist(), [limits[p].tolist() for p in probs]
 
 
+def funnel_rows(
+    points: list[tuple[dict[str, Any], float, float, str | None]],
+    grid_values: list[float],
+    limit_values: list[list[float]],
+    *lines: float | None,
+) -> Iterator[list[Any]]:
+    """A funnel's data table: each plotted school (URN, name, expected, ratio, band in words,
+    selected) beside the limit grid (E, the four limits, 1.0 and any further level `lines`)."""
+    for i in range(max(len(points), len(grid_values))):
+        row: list[Any] = [None] * 6
+        if i < len(points):
+            school, expected, ratio, band = points[i]
+            row = [
+                str(school.get("urn", "")),
+                school.get("name"),
+                expected,
+                ratio,
+                BAND_LABEL.get(band, band),
+                bool(school.get("audit")),
+            ]
+        if i < len(grid_values):
+            row += [grid_values[i], *(limit[i] for limit in limit_values), 1.0, *lines]
+        yield row
+
+
 def funnel_sheet(
     book: Book, results: dict[str, Any], schools: list[dict[str, Any]], suppress: int
 ) -> None:
@@ -720,26 +738,11 @@ def funnel_sheet(
         Column("As expected", 10, FMT_RATIO),
     ]
     count = max(len(points), FUNNEL_GRID)
-
-    def rows() -> Iterator[list[Any]]:
-        for i in range(count):
-            row: list[Any] = [None] * 6
-            if i < len(points):
-                s = points[i]
-                band = s["ehe"].get("band")
-                row = [
-                    str(s.get("urn", "")),
-                    s.get("name"),
-                    expected[i],
-                    ratios[i],
-                    BAND_LABEL.get(band, band),
-                    bool(s.get("audit")),
-                ]
-            if i < FUNNEL_GRID:
-                row += [grid_values[i]] + [limit[i] for limit in limit_values] + [1.0]
-            yield row
-
-    table = book.table(ws, FUNNEL_HEADER_ROW, columns, rows(), count, freeze=None)
+    plotted = [
+        (s, e, r, s["ehe"].get("band")) for s, e, r in zip(points, expected, ratios, strict=True)
+    ]
+    rows = funnel_rows(plotted, grid_values, limit_values)
+    table = book.table(ws, FUNNEL_HEADER_ROW, columns, rows, count, freeze=None)
     if points:
         y_top = nice_ceiling(max(max(ratios) * 1.05, 2.0))
         ws.add_chart(

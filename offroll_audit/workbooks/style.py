@@ -46,6 +46,16 @@ EXCEL_EPOCH = dt.date(1899, 12, 30)
 
 # number formats: what a reader expects to see
 FMT_RATIO = "0.00"
+
+# A band in words, as every sheet shows it.
+BAND_LABEL = {
+    "high_998": "above 99.8% limit",
+    "high_95": "above 95% limit",
+    "expected": "within limits",
+    "low_95": "below 95% limit",
+    "low_998": "below 99.8% limit",
+    "too_few": "too few to judge",
+}
 FMT_EXPECTED = "0.0"
 FMT_P = '[<0.001]"<0.001";0.0000'
 FMT_INT = "#,##0"

@@ -8,22 +8,22 @@ All of it is read from results.json (`baseline`, `trusts`), so it can never disa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from openpyxl.chart import Reference, Series
 
 from offroll_audit.self_review import CANNOT_TELL
 from offroll_audit.workbooks.overview import (
-    BAND_LABEL,
     FUNNEL_GRID,
     OUTCOME_NAME,
     SUPPRESSED_DERIVED,
     funnel_chart,
     funnel_limit_grid,
+    funnel_rows,
     nice_ceiling,
 )
 from offroll_audit.workbooks.style import (
+    BAND_LABEL,
     BOLD,
     BOX,
     FMT_EXPECTED,
@@ -274,25 +274,8 @@ def _funnel(
         Column("Trust's own level", 11, FMT_RATIO),
     ]
     count = max(len(points), FUNNEL_GRID)
-
-    def rows() -> Iterator[list[Any]]:
-        for i in range(count):
-            values: list[Any] = [None] * 6
-            if i < len(points):
-                school, expected, ratio, band = points[i]
-                values = [
-                    str(school.get("urn", "")),
-                    school.get("name"),
-                    expected,
-                    ratio,
-                    BAND_LABEL.get(band, band),
-                    bool(school.get("audit")),
-                ]
-            if i < FUNNEL_GRID:
-                values += [grid_values[i], *(limit[i] for limit in limit_values), 1.0, level]
-            yield values
-
-    table = book.table(ws, header_row, columns, rows(), count, freeze=None, autofilter=False)
+    rows = funnel_rows(points, grid_values, limit_values, level)
+    table = book.table(ws, header_row, columns, rows, count, freeze=None, autofilter=False)
     if not points:
         put(ws, chart_row, 1, "No school of the trust had enough expected exits to plot.")
         return
