@@ -84,16 +84,19 @@ ADDRESS = (
 )
 
 
+def _last_match(pattern: str) -> pl.Expr:
+    """The first group of the last match of `pattern` in a letter's text: a letter signs off,
+    and gives its sender's details, at its end."""
+    return pl.col("text").str.extract_all(pattern).list.last().str.extract(pattern, 1)
+
+
 def parent_identity(texts: pl.Series) -> pl.DataFrame:
     """Per text: the signature as written (lower-cased, without titles' dots or a role in
     brackets), a looser reading of it (for scans, whose OCR loses capitals), the parent's
     surname, full name (first name and surname) and address key."""
     frame = pl.DataFrame({"text": texts.fill_null("")})
     signed = (
-        pl.col("text")
-        .str.extract_all(SIGNATURE)
-        .list.last()
-        .str.extract(SIGNATURE, 1)
+        _last_match(SIGNATURE)
         .str.replace_all(r"\([^)]*\)", " ")
         .str.replace_all(r"[,;]", " ")
         .str.strip_chars()
@@ -125,23 +128,14 @@ def parent_identity(texts: pl.Series) -> pl.DataFrame:
         address.struct.field("1").fill_null("").str.to_lowercase().str.replace_all(r"\W+", ""),
         address.struct.field("2").str.to_lowercase(),
     )
-    loose = (
-        pl.col("text")
-        .str.extract_all(LOOSE_SIGNATURE)
-        .list.last()
-        .str.extract(LOOSE_SIGNATURE, 1)
-        .str.replace_all(r"\([^)]*\)?|\)", " ")
-    )
+    loose = _last_match(LOOSE_SIGNATURE).str.replace_all(r"\([^)]*\)?|\)", " ")
     identity = frame.select(
         signature=pl.col("words").list.join(" ").replace("", None),
         loose=loose,
         surname=surname,
         full_name=full,
         address=pl.concat_str(house, street.str.strip_chars(), postcode, separator="|"),
-        phone=pl.col("text")
-        .str.extract_all(PHONE)
-        .list.last()
-        .str.extract(PHONE, 1)
+        phone=_last_match(PHONE)
         .str.replace_all(r"[ \t]", "")
         .str.replace_all("[Oo]", "0")
         .str.replace_all("[lI]", "1")
