@@ -257,22 +257,21 @@ def resolve_baseline(dataset: Dataset, options: AuditOptions) -> AuditOptions:
     kind, why = self_review.choose_baseline(
         dataset, options.baseline, wants_self, options.profile.statistics
     )
+    shape = (options.shape or self_review.DEFAULT_SHAPE) if kind == "self" else options.shape
     if kind == "self":
-        exp.baseline_path(options.shape or self_review.DEFAULT_SHAPE, "--shape")
+        exp.baseline_path(shape, "--shape")  # a UsageError now, before any work
     anchors = self_review.school_rates(dataset, options.la_rates) if options.la_rates else None
-    return replace(options, baseline=kind, baseline_why=why, anchors=anchors)
+    return replace(options, baseline=kind, baseline_why=why, shape=shape, anchors=anchors)
 
 
 def covered_outcomes(options: AuditOptions) -> set[str]:
-    """The outcomes the baseline gives rates for (local: all; self: its shape file's)."""
-    kind = options.baseline or "local"
-    if kind == "local":
+    """The outcomes the (resolved) baseline gives rates for (local: all; self: its shape
+    file's)."""
+    if options.baseline == "local":
         return set(OUTCOMES)
-    if kind == "self":
-        return exp.baseline_outcomes(
-            exp.baseline_path(options.shape or self_review.DEFAULT_SHAPE, "--shape")
-        )
-    return exp.baseline_outcomes(exp.baseline_path(kind))
+    if options.baseline == "self":
+        return exp.baseline_outcomes(exp.baseline_path(options.shape, "--shape"))
+    return exp.baseline_outcomes(exp.baseline_path(options.baseline))
 
 
 def assess_window(
@@ -309,7 +308,7 @@ def assess_window(
         for outcome in OUTCOMES
         if outcome in covered and outcome not in outcomes
     ]
-    if (options.baseline or "local") == "local" and roll.get_column("urn").n_unique() == 1:
+    if options.baseline == "local" and roll.get_column("urn").n_unique() == 1:
         warnings.append(ONE_SCHOOL)
     for outcome, result in outcomes.items():
         label = OUTCOME_LABEL[outcome]
@@ -433,7 +432,7 @@ def assess_outcome(
     model = settings.get("case_mix_model", "main")
     layout = exp.CellLayout.of(cells, case_mix)
     own_rates = None
-    kind = options.baseline or "local"
+    kind = options.baseline  # resolved by run_audit (resolve_baseline)
     if kind == "local":
         first = exp.fit_rates(layout.pattern_totals([], case_mix), case_mix, model)
         baseline = exp.Baseline(

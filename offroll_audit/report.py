@@ -220,7 +220,7 @@ def baseline_manifest(result: AuditResult) -> dict[str, Any]:
         "why": options.baseline_why,
     }
     if options.baseline == "self":
-        block["shape"] = options.shape or "england"
+        block["shape"] = options.shape
         rates = options.la_rates
         block["la_rates"] = {"file": str(rates), "sha256": sha256_file(rates)} if rates else None
     return block

@@ -404,7 +404,7 @@ def baseline_choice_fields(result: AuditResult) -> dict[str, Any]:
     }
     if options.baseline == "self":
         fields["kind"] = "self"
-        fields["shape"] = options.shape or "england"
+        fields["shape"] = options.shape
         fields["la_rates"] = str(options.la_rates) if options.la_rates else None
         fields["level"] = {
             o: r.baseline.self_review.level.as_dict()
