@@ -30,7 +30,7 @@ from offroll_audit import codes, spreadsheet
 from offroll_audit.problems import ERROR, MAX_ROWS_PER_PROBLEM, WARNING, DataError, Report
 from offroll_audit.schema import REQUIRED_TABLES, TABLES, Column, Dataset, dtype_of, empty_frame
 from offroll_audit.spreadsheet import MAX_CELL_BYTES, MAX_COLUMNS
-from offroll_audit.window import Calendar, term_index, term_indexes, terms_of_days
+from offroll_audit.window import TERM_SHAPE, Calendar, term_index, term_indexes, terms_of_days
 
 SUFFIXES = (".csv", ".xlsx", ".parquet")
 MISSING_TOKENS = ["", "na", "n/a", "null"]
@@ -942,7 +942,7 @@ def _check_upns(frame: pl.DataFrame, file: str, report: Report) -> None:
         )
 
 
-CENSUS_SHAPE = r"^\d{4}-(AUT|SPR|SUM)$"
+CENSUS_SHAPE = f"^{TERM_SHAPE.pattern}$"  # one definition of a term, in window.py
 
 
 def _check_census(frame: pl.DataFrame, file: str, report: Report) -> None:
