@@ -25,6 +25,7 @@ from offroll_audit.workbooks.style import (
     Book,
     count_text,
     header,
+    note_row,
     print_setup,
     put,
     set_widths,
@@ -55,9 +56,7 @@ def history_sheet(book: Book, school: dict[str, Any], suppress: int) -> None:
         "matters is a count that stays high, or a large excess now. The limits are counts: "
         "the expected count times the funnel limits of that term."
     )
-    put(ws, 2, 1, note, font=NOTE_FONT, alignment=WRAP_TOP)
-    ws.merge_cells("A2:H2")
-    ws.row_dimensions[2].height = 45
+    note_row(ws, 2, note, 8, 45)
     row = 4
     monitoring = school.get("monitoring") or {}
     for outcome, name in OUTCOMES.items():
@@ -195,9 +194,7 @@ def since_last_term_sheet(book: Book, results: dict[str, Any]) -> None:
         "of the run that ended last term). A school no longer selected is not cleared: its "
         "History sheet shows what happened."
     )
-    put(ws, 2, 1, note, font=NOTE_FONT, alignment=WRAP_TOP)
-    ws.merge_cells("A2:D2")
-    ws.row_dimensions[2].height = 45
+    note_row(ws, 2, note, 4, 45)
     row = 4
     for status, heading in STATUS_TEXT.items():
         schools = since.get(status) or []

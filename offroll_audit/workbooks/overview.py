@@ -51,6 +51,7 @@ from offroll_audit.workbooks.style import (
     header,
     is_suppressed,
     key_index,
+    note_row,
     number,
     print_setup,
     put,
@@ -716,9 +717,7 @@ def funnel_sheet(
         note += (
             f" {hidden} school(s) with fewer than {suppress} exits are not plotted (suppression)."
         )
-    put(ws, 2, 1, note, font=NOTE_FONT, alignment=WRAP_TOP)
-    ws.merge_cells("A2:L2")
-    ws.row_dimensions[2].height = text_height(note, 125)
+    note_row(ws, 2, note, 12, text_height(note, 125))
     points = others + selected
     expected = [s["ehe"]["expected"] for s in points]
     ratios = [s["ehe"]["ratio"] for s in points]

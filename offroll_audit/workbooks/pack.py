@@ -60,6 +60,7 @@ from offroll_audit.workbooks.style import (
     count_text,
     header,
     is_suppressed,
+    note_row,
     print_setup,
     put,
     set_widths,
@@ -302,9 +303,7 @@ def breakdown_sheet(book: Book, school: dict[str, Any], suppress: int) -> None:
             f" Counts from 1 to {suppress - 1} show as <{suppress} (ratios as "
             f"{SUPPRESSED_DERIVED}) and are left out of the charts."
         )
-    put(ws, 2, 1, note, font=NOTE_FONT, alignment=WRAP_TOP)
-    ws.merge_cells("A2:F2")
-    ws.row_dimensions[2].height = 32
+    note_row(ws, 2, note, 6, 32)
     groups = school.get("groups") or {}
     blocks = [("ehe", groups), ("unexplained", groups.get("unexplained") or {})]
     row, anchor = 4, 4

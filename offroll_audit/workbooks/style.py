@@ -239,6 +239,14 @@ def is_suppressed(value: Any, suppress: int) -> bool:
 # ------------------------------------------------------------------------------------ sheets
 
 
+def note_row(ws: Worksheet, row: int, text: str, columns: int, height: float) -> None:
+    """A note in small italic type across the first `columns` columns of `row`, wrapped in
+    one merged cell `height` points high (a sheet's explanation under its title)."""
+    put(ws, row, 1, text, font=NOTE_FONT, alignment=WRAP_TOP)
+    ws.merge_cells(start_row=row, start_column=1, end_row=row, end_column=columns)
+    ws.row_dimensions[row].height = height
+
+
 def title(ws: Worksheet, text: str) -> None:
     """The sheet's title in A1, with a row tall enough for the large font."""
     put(ws, 1, 1, text, font=TITLE_FONT)

@@ -40,6 +40,7 @@ from offroll_audit.workbooks.style import (
     count_text,
     header,
     is_suppressed,
+    note_row,
     number,
     print_setup,
     put,
@@ -77,9 +78,7 @@ def trust_sheet(
         "self-review judges by) and against that reference. A flag is a question to ask, "
         "not proof of off-rolling."
     )
-    put(ws, 2, 1, note, font=NOTE_FONT, alignment=WRAP_TOP)
-    ws.merge_cells("A2:L2")
-    ws.row_dimensions[2].height = text_height(note, 125)
+    note_row(ws, 2, note, 12, text_height(note, 125))
     row = _lines_table(ws, 4, trust, reference, suppress)
     row = _own_levels(ws, row + 1, trust)
     put(ws, row, 1, "What a self-review cannot tell", font=BOLD, alignment=WRAP_TOP)
@@ -253,9 +252,7 @@ def _funnel(
         + (f"; the trust's own level ({level:.2f})" if level is not None else "")
         + ". Schools with too few expected exits, or suppressed counts, are not plotted."
     )
-    put(ws, row + 1, 1, note, font=NOTE_FONT, alignment=WRAP_TOP)
-    ws.merge_cells(start_row=row + 1, start_column=1, end_row=row + 1, end_column=12)
-    ws.row_dimensions[row + 1].height = text_height(note, 125)
+    note_row(ws, row + 1, note, 12, text_height(note, 125))
     chart_row, header_row = row + 2, row + 2 + CHART_ROWS
     grid_values, limit_values = funnel_limit_grid([p[1] for p in points], alpha, p998, p95)
     columns = [
