@@ -721,10 +721,6 @@ class _Space:
             self._mask[own] = False
         return self.score.pair(inter, own.size, lengths)
 
-    def similarity_many(self, x: int, others: Sequence[int]) -> np.ndarray:
-        """Exact similarity (see _Score) of letter x with each of `others`."""
-        return self.compare(x, others)[0]
-
 
 class _Passages:
     """The long passages two letters share in the same order, for pairs the sets alone cannot

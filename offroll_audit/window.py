@@ -173,11 +173,6 @@ def term_indexes(terms: pl.Series) -> pl.Series:
     return (3 * school_year + position).alias("term_index")
 
 
-def term_of_index(index: int) -> str:
-    year, position = divmod(index, 3)
-    return f"{year + (0 if position == 0 else 1)}-{TERM_NAMES[position]}"
-
-
 def term_of_day(day: date) -> str:
     """The term a date falls in (term_window's calendar)."""
     if day.month >= 9:
