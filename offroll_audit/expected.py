@@ -8,6 +8,7 @@ gives the same estimates as the pupil-level fit. E_j = sum_c n_jc p_c.
 
 from __future__ import annotations
 
+import functools
 import threading
 import tomllib
 import warnings
@@ -1151,23 +1152,41 @@ def baseline_path(name_or_file: str, option: str = "--baseline") -> Path:
     raise UsageError(f"{option} {name_or_file!r}: use {kinds} ({known}) or a .toml file")
 
 
-def baseline_outcomes(path: Path) -> set[str]:
-    """Outcomes a baseline file gives rates for; a bad file is a usage error, not a crash."""
+def read_baseline(path: Path) -> dict[str, Any]:
+    """A baseline file's settings, read once per version of the file (an audit asks for them
+    per term and outcome; the same dict each time, not to be changed); a bad file is a usage
+    error, not a crash."""
     try:
-        spec = tomllib.loads(path.read_text(encoding="utf-8"))
-        return set(spec["outcomes"])
+        return _parsed_baseline(path, path.stat().st_mtime_ns)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError) as error:
         raise UsageError(f"baseline {path}: not a readable baseline file ({error})") from None
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed_baseline(path: Path, mtime_ns: int) -> dict[str, Any]:
+    spec = tomllib.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(spec["outcomes"], dict):
+        raise TypeError("[outcomes] is not a table")
+    return spec
+
+
+def baseline_outcome(path: Path, outcome: str) -> dict[str, Any]:
+    """What a baseline file gives for one outcome (annual_rate, relative_risk)."""
+    outcome_spec = read_baseline(path)["outcomes"].get(outcome)
+    if outcome_spec is None:
+        raise UsageError(f"baseline {path.name} has no rates for {outcome}")
+    return outcome_spec
+
+
+def baseline_outcomes(path: Path) -> set[str]:
+    """Outcomes a baseline file gives rates for."""
+    return set(read_baseline(path)["outcomes"])
 
 
 def baseline_annual_rate(path: Path, outcome: str) -> float:
     """The annual rate a baseline file states for an outcome (what its relative risks keep for
     a population with the national mix); a self-review anchors to an LA's rate against it."""
-    spec = tomllib.loads(path.read_text(encoding="utf-8"))
-    outcome_spec = spec.get("outcomes", {}).get(outcome)
-    if outcome_spec is None:
-        raise UsageError(f"baseline {path.name} has no rates for {outcome}")
-    return float(outcome_spec["annual_rate"])
+    return float(baseline_outcome(path, outcome)["annual_rate"])
 
 
 def file_rates(
@@ -1179,10 +1198,7 @@ def file_rates(
     relative risks scaled so the file's reference population keeps its stated
     annual rate. Factors the file does not cover count as 1 (no adjustment).
     """
-    spec = tomllib.loads(path.read_text(encoding="utf-8"))
-    outcome_spec = spec.get("outcomes", {}).get(outcome)
-    if outcome_spec is None:
-        raise UsageError(f"baseline {path.name} has no rates for {outcome}")
+    spec, outcome_spec = read_baseline(path), baseline_outcome(path, outcome)
     patterns = cells.group_by(case_mix).agg(pl.col("trials").sum()).sort(case_mix)
     relative = pl.lit(1.0)
     for factor in case_mix:

@@ -30,7 +30,6 @@ import csv
 import io
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -378,8 +377,7 @@ def unadjusted_warning(path: Path, outcome: str, case_mix: list[str]) -> list[st
     """Say which case-mix factors the shape file does not adjust for: its schools are not
     compared like with like on them (england.toml has no national breakdown of EHE by
     disadvantage, so a school with many disadvantaged pupils looks high against it)."""
-    spec = tomllib.loads(path.read_text(encoding="utf-8"))
-    risks = spec.get("outcomes", {}).get(outcome, {}).get("relative_risk", {})
+    risks = exp.read_baseline(path)["outcomes"].get(outcome, {}).get("relative_risk", {})
     missing = [exp.FACTOR_TEXT.get(f, f) for f in case_mix if f not in risks]
     if not missing:
         return []
