@@ -334,8 +334,13 @@ def build_timeline(
     """
     import polars as pl
 
-    urns = sorted(set().union(*(set(f.get_column("urn").to_list()) for f in per_term)))
-    index = {urn: i for i, urn in enumerate(urns)}
+    urns = pl.concat([f.select("urn") for f in per_term]).get_column("urn").unique().sort()
+    order = urns.to_numpy().astype(str)
+    # each term's schools as rows of the (school x term) grids, found once for every outcome
+    term_rows = [
+        np.searchsorted(order, f.get_column("urn").to_numpy().astype(str)) for f in per_term
+    ]
+    urns = urns.to_list()
     n, t = len(urns), len(terms)
     columns: dict[str, Any] = {
         "urn": np.repeat(np.array(urns, dtype=object), t),
@@ -355,7 +360,7 @@ def build_timeline(
         for j, frame in enumerate(per_term):
             if f"{outcome}_observed" not in frame.columns:
                 continue
-            rows = np.array([index[u] for u in frame.get_column("urn").to_list()], dtype=int)
+            rows = term_rows[j]
             present[rows, j] = True
             for name, grid in grids.items():
                 column = f"{outcome}_{name}"
