@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -34,6 +35,9 @@ from offroll_audit.window import (
     pick_term_census,
     term_window,
 )
+
+if TYPE_CHECKING:  # the letters stage is imported only when letters are read
+    from offroll_audit.letters import LetterResult
 
 OUTCOMES = ("ehe", "unexplained", "y10_loss")
 OUTCOME_LABEL = {
@@ -643,13 +647,11 @@ def family_scaled(totals: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFrame
 LETTERS_LOOK_BACK_DAYS = 365
 
 
-def letters_dated_within(letters, dataset: Dataset, window: Window):
+def letters_dated_within(letters: LetterResult, dataset: Dataset, window: Window) -> LetterResult:
     """On termly data, a term's letter evidence: the letters dated in the year up to the end of
     the window (received_date, else the first exit the letter is linked to; undated letters
     always count). A template handed out two years ago shows in the history, but does not
     select the school now, as a count excess that ended does not."""
-    from dataclasses import replace
-
     from offroll_audit.letters import letters_per_school
 
     linked = (
