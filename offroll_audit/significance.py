@@ -791,12 +791,16 @@ def _funnelplotr_columns(
     }
 
 
+NO_SCHOOL_THAT_LARGE = 1e9  # a count to flag beyond this: no count would flag
+
+
 def _as_series(name: str, values: NDArray[Any]) -> pl.Series:
     """numpy -> polars; NaN becomes null, counts to flag become integers (null where no count
-    would flag: FunnelPlotR's limits are infinite when its tau^2 overflows on a few schools)."""
+    would flag: FunnelPlotR's limits are infinite when its tau^2 overflows on a few schools,
+    and astronomically large, beyond any integer, when it nearly does)."""
     if values.dtype.kind in "US":
         return pl.Series(name, values.astype(str), dtype=pl.String)
     if name.startswith("count_to_flag"):
-        values = np.where(np.isfinite(values), values, np.nan)
+        values = np.where(np.isfinite(values) & (values < NO_SCHOOL_THAT_LARGE), values, np.nan)
         return pl.Series(name, values.astype(float)).fill_nan(None).cast(pl.Int64)
     return pl.Series(name, values.astype(float)).fill_nan(None)
