@@ -198,8 +198,9 @@ def share(part: int, whole: int) -> str:
 def report(results: list[dict]) -> dict:
     """The acceptance figures, per variant."""
     slices = [s for r in results for s in r["slices"]]
-    la_of = {u: v for r in results for u, v in r["la_offrollers_selected"].items()}
-    in_trusts = [u for s in slices for u in s["offrollers"]]
+    # schools are keyed by (LA seed, URN): every synthetic LA numbers its schools from 100000
+    la_of = {(r["seed"], u): v for r in results for u, v in r["la_offrollers_selected"].items()}
+    in_trusts = [(r["seed"], u) for r in results for s in r["slices"] for u in s["offrollers"]]
     out: dict = {
         "las": len(results),
         "ehe_rate_factors": [min(r["factor"] for r in results), max(r["factor"] for r in results)],
