@@ -110,3 +110,39 @@ SocialCare = pl.Enum(SOCIAL_CARE)
 Destination = pl.Enum(DESTINATIONS)
 SchoolType = pl.Enum(SCHOOL_TYPES)
 KeyStage = pl.Enum(KEY_STAGES)
+
+# Plain-English names of case-mix levels, for sentences ("disadvantaged pupils left ...").
+LEVEL_LABELS: dict[str, dict[str, str]] = {
+    "sen_provision": {
+        "N": "pupils without SEN",
+        "K": "pupils on SEN support",
+        "E": "pupils with an EHC plan",
+    },
+    "social_care": {
+        "none": "pupils with no social-care plan",
+        "CIN": "children in need",
+        "CPP": "children on a child protection plan",
+        "CLA": "looked-after children",
+    },
+    "disadvantaged": {"True": "disadvantaged pupils", "False": "pupils who are not disadvantaged"},
+    "fsm": {
+        "True": "pupils eligible for free school meals",
+        "False": "pupils not eligible for free school meals",
+    },
+    "in_trust": {
+        "True": "pupils at schools in a trust",
+        "False": "pupils at schools outside a trust",
+    },
+    "year_group": {
+        "N1": "pupils in Nursery 1",
+        "N2": "pupils in Nursery 2",
+        "R": "pupils in Reception",
+        **{str(y): f"pupils in Year {y}" for y in range(1, 15)},
+    },
+    "sex": {"F": "girls", "M": "boys"},
+    "enrolment_status": {
+        "C": "singly registered pupils",
+        "M": "dual-registered pupils (main)",
+        "S": "dual-registered pupils (subsidiary)",
+    },
+}

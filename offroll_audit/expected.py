@@ -333,15 +333,18 @@ class CellLayout:
     def observed(self) -> np.ndarray:
         return np.bincount(self.school, weights=self.events, minlength=self.urns.len())
 
-    def expected(self, rates: pl.DataFrame, case_mix: list[str]) -> np.ndarray:
-        """Each school's expected count under `rates` (case-mix columns + rate; a pattern
-        without a rate counts 0, as in expected_by_cell)."""
+    def pattern_rates(self, rates: pl.DataFrame, case_mix: list[str]) -> np.ndarray:
+        """`rates` (case-mix columns + rate) per pattern, in key order (a pattern without a
+        rate: 0, as in expected_by_cell)."""
         lookup = rates.select(pattern_key(rates.schema, case_mix).alias("pattern"), "rate")
         aligned = self.patterns.select("pattern").join(
             lookup, on="pattern", how="left", maintain_order="left"
         )
-        rate = aligned.get_column("rate").fill_null(0.0).to_numpy()
-        weights = self.trials * rate[self.pattern]
+        return aligned.get_column("rate").fill_null(0.0).to_numpy()
+
+    def expected(self, rates: pl.DataFrame, case_mix: list[str]) -> np.ndarray:
+        """Each school's expected count under `rates`."""
+        weights = self.trials * self.pattern_rates(rates, case_mix)[self.pattern]
         return np.bincount(self.school, weights=weights, minlength=self.urns.len())
 
     def pattern_sums(self, cells: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -115,34 +115,6 @@ MATH_NAMES = {
 }
 LITERAL_NAMES = {"True", "False", "None"}
 
-LEVEL_LABELS: dict[str, dict[str, str]] = {
-    "sen_provision": {
-        "N": "pupils without SEN",
-        "K": "pupils on SEN support",
-        "E": "pupils with an EHC plan",
-    },
-    "social_care": {
-        "none": "pupils with no social-care plan",
-        "CIN": "children in need",
-        "CPP": "children on a child protection plan",
-        "CLA": "looked-after children",
-    },
-    "disadvantaged": {"True": "disadvantaged pupils", "False": "pupils who are not disadvantaged"},
-    "fsm": {
-        "True": "pupils eligible for free school meals",
-        "False": "pupils not eligible for free school meals",
-    },
-    "in_trust": {
-        "True": "pupils at schools in a trust",
-        "False": "pupils at schools outside a trust",
-    },
-    "sex": {"F": "girls", "M": "boys"},
-    "enrolment_status": {
-        "C": "singly registered pupils",
-        "M": "dual-registered pupils (main)",
-        "S": "dual-registered pupils (subsidiary)",
-    },
-}
 NUMERIC_LABELS: dict[str, tuple[float, str]] = {
     # variable: (step the sentence talks about, what one step is)
     "attendance": (0.1, "Each 10 percentage points higher attendance"),
@@ -1517,15 +1489,9 @@ def term_sentences(result: ModelResult) -> list[str]:
 def _level_words(variable: str | None, level: str | None) -> str:
     if variable is None or level is None:
         return "the reference group"
-    known = LEVEL_LABELS.get(variable, {})
+    known = codes.LEVEL_LABELS.get(variable, {})
     if level in known:
         return known[level]
-    if variable == "year_group":
-        return {
-            "R": "pupils in Reception",
-            "N1": "pupils in Nursery 1",
-            "N2": "pupils in Nursery 2",
-        }.get(level, f"pupils in Year {level}")
     if variable in ("type", "phase"):
         return f"pupils at {level} schools"
     if variable == "key_stage":

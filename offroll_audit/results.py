@@ -406,10 +406,14 @@ def baseline_choice_fields(result: AuditResult) -> dict[str, Any]:
         fields["kind"] = "self"
         fields["shape"] = options.shape
         fields["la_rates"] = str(options.la_rates) if options.la_rates else None
-        fields["level"] = {
-            o: r.baseline.self_review.level.as_dict()
+        reviews = {
+            o: r.baseline.self_review
             for o, r in result.outcomes.items()
             if r.baseline.self_review is not None
+        }
+        fields["level"] = {o: review.level.as_dict() for o, review in reviews.items()}
+        fields["own_risks"] = {
+            o: [risk.as_dict() for risk in review.own_risks] for o, review in reviews.items()
         }
     return fields
 

@@ -38,6 +38,7 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
+from offroll_audit import codes
 from offroll_audit import expected as exp
 from offroll_audit import significance as stats
 from offroll_audit.problems import ERROR, DataError, Report, UsageError
@@ -57,6 +58,12 @@ MIN_EXITS = 10.0  # exits (at the schools kept) needed to estimate a level
 SELF_ALPHA = 0.05  # between-school allowance when a self-review's schools cannot estimate it
 NATIONAL_CV = 0.5  # how far an area's level may lie from the national one (the level's prior)
 MAX_LA_RATE = 0.2  # an annual EHE rate above this is a typing slip (a percentage, say)
+OWN_RISK_SD = 0.5  # self_own_risk_sd: prior sd of a log relative risk the shape lacks
+FEW_OWN_EXITS = 30  # an estimated relative risk resting on fewer exits is said to be weak
+MAX_NEWTON = 50
+MAX_LEVELS_SAID = 4  # levels named in a sentence (year group has 17)
+# what an estimated factor's risks are stated against: its usual level, else the commonest
+USUAL_LEVEL = {"sen_provision": "N", "social_care": "none", "disadvantaged": "false"}
 LA_CODE = re.compile(r"^\d{3}$")
 RATE_COLUMNS = ("la_code", "annual_rate")
 CANNOT_TELL = (
@@ -120,6 +127,7 @@ class SelfReview:
     reference: pl.DataFrame  # urn, expected (at the reference level)
     reference_kind: str  # anchored | national
     shape: str  # the shape file's title and date
+    own_risks: list[OwnRisk] = field(default_factory=list)  # factors the shape file lacks
 
 
 # --------------------------------------------------------------------------- the level
@@ -320,6 +328,195 @@ def _finite(value: float) -> float | None:
     return round(float(value), 6) if value is not None and math.isfinite(value) else None
 
 
+# ------------------------------------------------------- factors the shape file does not give
+
+
+@dataclass
+class OwnRisk:
+    """A case-mix factor the shape file gives no relative risk for, estimated from the
+    reviewer's own pupils by comparing pupils within each school: each level's risk against
+    the factor's usual level (`reference`: no SEN, no social care, not disadvantaged; for year
+    group the one with most pupils at risk), with a 95% interval."""
+
+    factor: str
+    reference: str
+    risks: dict[str, tuple[float, float, float]]  # level -> (relative risk, low, high)
+    exits: float  # the exits the comparison rests on
+    schools: int  # at the schools it rests on
+
+    def sentence(self) -> str:
+        """'disadvantaged pupils left 1.6 times as often as pupils who are not disadvantaged
+        at the same school (95% interval 1.2 to 2.1)', the largest departures first."""
+        labels = {k.lower(): v for k, v in codes.LEVEL_LABELS.get(self.factor, {}).items()}
+        factor = exp.FACTOR_TEXT.get(self.factor, self.factor)
+        name = lambda level: labels.get(level.lower(), f"pupils of {factor} {level}")  # noqa: E731
+        shown = sorted(
+            (item for item in self.risks.items() if item[0] != self.reference),
+            key=lambda item: -abs(math.log(item[1][0])),
+        )[:MAX_LEVELS_SAID]
+        parts = [
+            f"{name(level)} {_times(rr)} times as often (95% interval {_times(low)} to "
+            f"{_times(high)})"
+            for level, (rr, low, high) in shown
+        ]
+        more = len(self.risks) - 1 - len(shown)
+        tail = f", and {more} more level(s) in results.json" if more > 0 else ""
+        return (
+            f"{factor}: against {name(self.reference)} at the same school, {'; '.join(parts)}{tail}"
+        )
+
+    @property
+    def weak(self) -> bool:
+        return self.exits < FEW_OWN_EXITS
+
+    def weak_warning(self, shape: str) -> str:
+        """The Cover's warning when the estimate rests on too few exits to adjust much."""
+        factor = exp.FACTOR_TEXT.get(self.factor, self.factor)
+        return (
+            f"the shape file ({shape}) gives no relative risk for {factor}, and these schools' "
+            f"{self.exits:.0f} exits are too few to estimate it well, so it stays close to no "
+            f"adjustment: a school with more of the pupils who leave more often may look high"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """results.json's view (baseline.own_risks.<outcome>[])."""
+        return {
+            "factor": self.factor,
+            "sentence": self.sentence(),
+            "reference": self.reference,
+            "relative_risk": {
+                level: {"value": _finite(rr), "ci95": [_finite(low), _finite(high)]}
+                for level, (rr, low, high) in self.risks.items()
+            },
+            "exits": _finite(self.exits),
+            "schools": self.schools,
+        }
+
+
+def estimated_shape(
+    layout: exp.CellLayout,
+    rates: pl.DataFrame,
+    case_mix: list[str],
+    factors: list[str],
+    observed: FloatArray,
+    settings: dict[str, Any],
+) -> tuple[pl.DataFrame, list[OwnRisk]]:
+    """The shape file's rates completed with the factors it does not give, estimated from the
+    data (own_risk_rates): first from every school, then without the schools beyond chance
+    against the others' level under the completed shape (robust_kept, as the level is
+    estimated), until that set stops changing."""
+    if not factors:
+        return rates, []
+    prior_sd = float(settings.get("self_own_risk_sd", OWN_RISK_SD))
+    outlier_p = float(settings.get("self_outlier_p", OUTLIER_P))
+    kept = np.ones(layout.urns.len(), dtype=bool)
+    for _ in range(3):
+        shaped, risks = own_risk_rates(layout, rates, case_mix, factors, kept, prior_sd)
+        expected = layout.expected(shaped, case_mix)
+        now = robust_kept(observed, expected, prior_exits(settings), outlier_p)
+        if np.array_equal(now, kept):
+            break
+        kept = now
+    return shaped, risks
+
+
+def _times(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.0f}"
+
+
+def missing_factors(path: Path, outcome: str, case_mix: list[str]) -> list[str]:
+    """The case-mix factors the shape file gives no relative risk for (counted as 1 there)."""
+    risks = exp.read_baseline(path)["outcomes"].get(outcome, {}).get("relative_risk", {})
+    return [f for f in case_mix if f not in risks]
+
+
+def own_risk_rates(
+    layout: exp.CellLayout,
+    rates: pl.DataFrame,
+    case_mix: list[str],
+    factors: list[str],
+    kept: NDArray[np.bool_],
+    prior_sd: float = OWN_RISK_SD,
+) -> tuple[pl.DataFrame, list[OwnRisk]]:
+    """The shape's rates with the relative risks of `factors` (which the shape file does not
+    give) estimated from the data, and what was estimated.
+
+    A conditional Poisson fit: with each school's exits taken as given, how they fall among
+    its pupils of each level of the factor, against the shape's expectation for those pupils.
+    Comparing pupils within a school means a school's overall excess (an off-roller's, or an
+    area's level) cannot enter the estimate; `kept` leaves out the schools beyond chance,
+    whose excess may lie among particular pupils. Each log relative risk has a normal prior
+    at 0 (no difference, the shape file's assumption) with sd `prior_sd`, so a factor resting
+    on a few exits stays near no adjustment. The risks are scaled so that the schools' total
+    expected count is the shape's: the level, estimated next, keeps its meaning.
+    """
+    base = layout.pattern_rates(rates, case_mix)
+    shape = layout.trials * base[layout.pattern]
+    levels = [
+        (factor, level)
+        for factor in factors
+        for level in layout.patterns.get_column(factor).cast(pl.String).unique().sort().to_list()
+    ]
+    design = np.column_stack(
+        [
+            (layout.patterns.get_column(factor).cast(pl.String) == level).to_numpy()
+            for factor, level in levels
+        ]
+    ).astype(float)
+    use = kept[layout.school] & (shape > 0)
+    x, s, o = design[layout.pattern[use]], shape[use], layout.events[use]
+    school = np.unique(layout.school[use], return_inverse=True)[1]
+    n_schools = int(school.max()) + 1 if len(school) else 0
+    n = np.bincount(school, o, n_schools)
+    beta, information = np.zeros(len(levels)), np.eye(len(levels)) / prior_sd**2
+    for _ in range(MAX_NEWTON):
+        w = s * np.exp(x @ beta)
+        pi = w / np.bincount(school, w, n_schools)[school]
+        fitted = n[school] * pi
+        gradient = x.T @ (o - fitted) - beta / prior_sd**2
+        mean_x = np.column_stack(
+            [np.bincount(school, pi * x[:, k], n_schools) for k in range(len(levels))]
+        )
+        information = (
+            (x * fitted[:, None]).T @ x
+            - (mean_x * n[:, None]).T @ mean_x
+            + np.eye(len(levels)) / prior_sd**2
+        )
+        step = np.linalg.solve(information, gradient)
+        beta += step
+        if np.abs(step).max() < 1e-9:
+            break
+    covariance = np.linalg.inv(information)
+    multiplier = np.exp(design @ beta)
+    usable = shape > 0
+    scale = (shape[usable] * multiplier[layout.pattern[usable]]).sum() / max(shape.sum(), 1e-300)
+    multiplier = multiplier / scale if scale > 0 else multiplier
+    adjusted = layout.patterns.drop("pattern").with_columns(
+        pl.Series("_rate", np.clip(base * multiplier, 0.0, 1.0))
+    )
+    shaped = rates.drop("rate").join(adjusted, on=case_mix, how="left").rename({"_rate": "rate"})
+    shaped = shaped.with_columns(pl.col("rate").fill_null(0.0))
+    risks = []
+    for factor in factors:
+        mine = [i for i, (f, _) in enumerate(levels) if f == factor]
+        weight = [float(shape[usable & (design[layout.pattern, i] > 0)].sum()) for i in mine]
+        usual = [i for i in mine if levels[i][1] == USUAL_LEVEL.get(factor)]
+        ref = usual[0] if usual else mine[int(np.argmax(weight))]
+        table = {}
+        for i in mine:
+            spread = 1.96 * math.sqrt(
+                max(covariance[i, i] + covariance[ref, ref] - 2 * covariance[i, ref], 0.0)
+            )
+            value = beta[i] - beta[ref]
+            table[levels[i][1]] = (
+                math.exp(value),
+                math.exp(value - spread),
+                math.exp(value + spread),
+            )
+        risks.append(OwnRisk(factor, levels[ref][1], table, float(o.sum()), n_schools))
+    return shaped, risks
+
+
 # --------------------------------------------------------------------------- the baseline
 
 
@@ -342,7 +539,10 @@ def self_baseline(
     """
     path = exp.baseline_path(shape or DEFAULT_SHAPE)
     rates, source = exp.file_rates(path, outcome, cells, case_mix, window)
-    o, s = layout.observed(), layout.expected(rates, case_mix)
+    o = layout.observed()
+    missing = missing_factors(path, outcome, case_mix)
+    rates, own_risks = estimated_shape(layout, rates, case_mix, missing, o, settings)
+    s = layout.expected(rates, case_mix)
     urns = layout.urns.to_list()
     if anchors is not None and outcome == "ehe":
         level, per_school = _anchored(anchors, layout.urns, s, o, path, settings)
@@ -364,30 +564,17 @@ def self_baseline(
     baseline.note = ROBUST_NOTE[level.how] + (" (set aside from it)" if level.set_aside else "")
     if level.warning:
         baseline.warnings.append(level.warning)
-    baseline.warnings += unadjusted_warning(path, outcome, case_mix)
+    baseline.warnings += [r.weak_warning(path.stem) for r in own_risks if r.weak]
     if level.how != "anchored":
         baseline.left_out_urns = [u for u, e in zip(urns, s, strict=True) if e > 0]
     baseline.self_review = SelfReview(
-        level, pl.DataFrame({"urn": layout.urns, "expected": s * reference}), reference_kind, source
+        level,
+        pl.DataFrame({"urn": layout.urns, "expected": s * reference}),
+        reference_kind,
+        source,
+        own_risks,
     )
     return baseline, _own_rates(cells, rates, case_mix, layout.urns, per_school, s)
-
-
-def unadjusted_warning(path: Path, outcome: str, case_mix: list[str]) -> list[str]:
-    """Say which case-mix factors the shape file does not adjust for: its schools are not
-    compared like with like on them (england.toml has no national breakdown of EHE by
-    disadvantage, so a school with many disadvantaged pupils looks high against it)."""
-    risks = exp.read_baseline(path)["outcomes"].get(outcome, {}).get("relative_risk", {})
-    missing = [exp.FACTOR_TEXT.get(f, f) for f in case_mix if f not in risks]
-    if not missing:
-        return []
-    names = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} or {missing[-1]}"
-    return [
-        f"the shape file ({path.stem}) does not adjust for {names}, so a school whose pupils "
-        f"differ from the others' in {names} is not compared like with like (a school with "
-        "more of the pupils who leave more often looks high); give --shape with a file that "
-        "does, where you have one"
-    ]
 
 
 ROBUST_NOTE = {

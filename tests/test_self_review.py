@@ -13,6 +13,7 @@ import json
 import math
 import shutil
 import tomllib
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -23,10 +24,12 @@ import pytest
 from conftest import REPOSITORY, Table, base_tables, write_dataset
 
 from offroll_audit import AuditOptions, load_dataset, run_audit
+from offroll_audit import expected as exp
 from offroll_audit import self_review as sr
 from offroll_audit import significance as stats
 from offroll_audit.cli import app
 from offroll_audit.console.errors import run_guarded
+from offroll_audit.profile import load_profile
 from offroll_audit.synthetic import generate_dataset
 from offroll_audit.workbooks.trust import self_review_cautions
 
@@ -308,6 +311,150 @@ def test_england_is_unchanged_when_asked_for(tmp_path) -> None:
             expected[row["urn"]] = expected.get(row["urn"], 0.0) + rate
         for school in results["schools"]:
             assert school[outcome]["expected"] == pytest.approx(expected[school["urn"]], abs=2e-6)
+
+
+# ------------------------------------------------- factors the shape file does not give
+
+
+def own_risk_layout(schools: list[tuple[float, float, float]], risk: float = 2.0):
+    """Cells of one factor (disadvantaged) at a shape rate of 1% per pupil: per school
+    (pupils not disadvantaged, disadvantaged pupils, the school's own level); exits are what
+    that level and a within-school relative risk `risk` expect (fractions are fine here)."""
+    rows = []
+    for index, (plain, poor, level) in enumerate(schools):
+        urn = f"{300001 + index}"
+        rows.append((urn, False, plain, plain * 0.01 * level))
+        rows.append((urn, True, poor, poor * 0.01 * level * risk))
+    cells = pl.DataFrame(
+        rows,
+        schema={
+            "urn": pl.String,
+            "disadvantaged": pl.Boolean,
+            "trials": pl.Float64,
+            "events": pl.Float64,
+        },
+        orient="row",
+    )
+    cells = cells.with_columns(exp.pattern_key(cells.schema, ["disadvantaged"]).alias("pattern"))
+    rates = pl.DataFrame({"disadvantaged": [False, True], "rate": [0.01, 0.01]})
+    return exp.CellLayout.of(cells, ["disadvantaged"]), rates
+
+
+def test_a_factor_the_shape_lacks_is_estimated_within_schools() -> None:
+    """Disadvantaged pupils leave twice as often as others at the same school, and the
+    schools with more of them also leave more overall (their level: 1 to 3). Compared within
+    schools the estimate is 2; pooled across schools (what a crude rate would say) it is
+    well above, because the school levels would enter. The schools' total expected count is
+    the shape's, and a level of 1 per school then gives each school its own exits."""
+    schools = [(9e3, 1e3, 1.0), (8e3, 2e3, 1.0), (5e3, 5e3, 2.0), (3e3, 7e3, 3.0)]
+    layout, rates = own_risk_layout(schools)
+    kept = np.ones(4, dtype=bool)
+    shaped, risks = sr.own_risk_rates(layout, rates, ["disadvantaged"], ["disadvantaged"], kept)
+    (risk,) = risks
+    assert risk.reference == "false"
+    value, low, high = risk.risks["true"]
+    assert value == pytest.approx(2.0, rel=0.03) and low < 2.0 < high
+    crude = (sum(p * 0.02 * lv for _, p, lv in schools) / sum(p for _, p, _ in schools)) / (
+        sum(n * 0.01 * lv for n, _, lv in schools) / sum(n for n, _, _ in schools)
+    )
+    assert crude > 2.5
+    shape_total = layout.expected(rates, ["disadvantaged"]).sum()
+    assert layout.expected(shaped, ["disadvantaged"]).sum() == pytest.approx(shape_total)
+    assert "disadvantaged pupils 1.99 times as often (95% interval" in risk.sentence()
+    # a tenth of the pupils: the same data say less, and the prior (no difference) pulls
+    small = [(n / 10, p / 10, lv) for n, p, lv in schools]
+    layout, rates = own_risk_layout(small)
+    (fewer,) = sr.own_risk_rates(layout, rates, ["disadvantaged"], ["disadvantaged"], kept)[1]
+    assert 1.0 < fewer.risks["true"][0] < value and fewer.risks["true"][1] < low
+
+
+def test_an_estimated_factor_ignores_a_school_wide_excess_and_the_schools_set_aside() -> None:
+    """A school losing five times as many pupils across the board leaves the within-school
+    estimate where it was; one whose excess lies among disadvantaged pupils is what `kept`
+    is for: left out, it cannot raise the estimate."""
+    ordinary = [(8e3, 2e3, 1.0)] * 5
+    kept = np.ones(6, dtype=bool)
+    mix = ["disadvantaged"]
+    layout, rates = own_risk_layout([*ordinary, (8e3, 2e3, 5.0)])
+    (risk,) = sr.own_risk_rates(layout, rates, mix, mix, kept)[1]
+    assert risk.risks["true"][0] == pytest.approx(2.0, rel=0.03)
+    layout, rates = own_risk_layout([*ordinary, (8e3, 2e3, 1.0)])
+    target = layout.events.copy()
+    target[-1] *= 6  # the last school's disadvantaged pupils leave six times as often
+    layout = replace(layout, events=target)
+    raised = sr.own_risk_rates(layout, rates, mix, mix, kept)[1][0].risks["true"][0]
+    kept[-1] = False
+    left_out = sr.own_risk_rates(layout, rates, mix, mix, kept)[1][0].risks["true"][0]
+    assert raised > 2.5 and left_out == pytest.approx(2.0, rel=0.03)
+
+
+def test_without_exits_an_estimated_factor_is_no_adjustment() -> None:
+    layout, rates = own_risk_layout([(800.0, 200.0, 0.0), (500.0, 500.0, 0.0)])
+    shaped, (risk,) = sr.own_risk_rates(
+        layout, rates, ["disadvantaged"], ["disadvantaged"], np.ones(2, dtype=bool)
+    )
+    assert risk.risks["true"][0] == pytest.approx(1.0) and risk.weak
+    assert shaped.get_column("rate").to_list() == pytest.approx([0.01, 0.01])
+
+
+def deprived_trust_tables() -> dict:
+    """Six secondaries where disadvantaged pupils leave for home education four times as
+    often as others at the same school: school 1 (1,000 pupils, 80% disadvantaged) and four
+    others (500 pupils, 10%) leave at that rate and are innocent; school 6 (500 pupils, 10%)
+    loses three times as many across the board."""
+    pupils: Table = [PUPIL_HEADER]
+    exits: Table = [["pupil_id", "urn", "exit_date", "destination"]]
+    schools: Table = [["urn", "name", "phase", "type", "trust", "la_code"]]
+    plan = [(1000, 0.8, 1.0)] + [(500, 0.1, 1.0)] * 4 + [(500, 0.1, 3.0)]
+    for index, (size, share, excess) in enumerate(plan):
+        urn = f"{400001 + index}"
+        schools.append([urn, f"School {index + 1}", "secondary", "academy", "Vale Trust", "852"])
+        poor = round(size * share)
+        ids = [f"D{index}P{p:04d}" for p in range(size)]
+        pupils += [
+            [pid, urn, str(7 + p % 5), "N", "true" if p < poor else "false", "none"]
+            for p, pid in enumerate(ids)
+        ]
+        leaving = [*ids[: round(poor * 0.04 * excess)]]
+        leaving += ids[poor : poor + round((size - poor) * 0.01 * excess)]
+        for k, pid in enumerate(leaving):
+            day = date(2024, 9, 10) + timedelta(days=(k * 97) % 300)
+            exits.append([pid, urn, day.isoformat(), "EHE"])
+    return {"pupils": pupils, "exits": exits, "schools": schools, "letters": None}
+
+
+def test_a_deprived_innocent_is_not_selected_against_a_shape_without_disadvantage(
+    tmp_path,
+) -> None:
+    """england.toml gives no relative risk for disadvantage. Against it unadjusted, the
+    deprived school (34 exits where its neighbours' rate says about 11) was selected; with
+    disadvantage estimated within the trust's schools (4 in truth, about 3 after the prior's
+    pull) it is expected, while the school with a three-fold excess across the board is
+    still selected. The estimate is in results.json and on the Method sheet."""
+    data = write_dataset(tmp_path / "trust", deprived_trust_tables(), letter_files={})
+    out = tmp_path / "out"
+    assert run_cli("audit", data, "--out", out, "--baseline", "self", "--quiet") == 0
+    results = results_of(out)
+    (risk,) = results["baseline"]["own_risks"]["ehe"]
+    assert risk["factor"] == "disadvantaged" and risk["reference"] == "false"
+    assert 2.5 < risk["relative_risk"]["true"]["value"] < 6
+    selected = {s["urn"] for s in results["schools"] if s["audit"]}
+    assert selected == {"400006"}
+    deprived = next(s for s in results["schools"] if s["urn"] == "400001")
+    assert deprived["ehe"]["observed"] == 34 and deprived["ehe"]["expected"] > 20
+    # as it was before: no adjustment (a prior that allows no difference) selects it
+    profile = load_profile("default")
+    settings = {**profile.settings, "statistics": {**profile.statistics, "self_own_risk_sd": 1e-6}}
+    unadjusted = AuditOptions(
+        letters=False, baseline="self", profile=replace(profile, settings=settings)
+    )
+    before = run_audit(load_dataset(data)[0], unadjusted)
+    chosen = dict(zip(before.schools["urn"], before.schools["audit"], strict=True))
+    assert chosen["400001"] and chosen["400006"]
+    method = openpyxl.load_workbook(out / "overview.xlsx", read_only=True)["Method"]
+    texts = " ".join(str(v) for row in method.iter_rows(values_only=True) for v in row if v)
+    assert "Estimated from your pupils: Home education (EHE)" in texts
+    assert "disadvantaged pupils" in texts and "at the same school" in texts
 
 
 # --------------------------------------------------------------------------- LA rates

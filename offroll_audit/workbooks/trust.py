@@ -57,6 +57,11 @@ LEVEL_HOW = {
     "national": "the national level (too few schools or exits to estimate one)",
 }
 CHART_ROWS = 32  # the funnel chart's height in rows, above its data table
+OWN_RISKS_INTRO = (
+    "The shape file gives no relative risk for these, so they were estimated from your own "
+    "pupils, comparing pupils at the same school (a school's overall excess cannot enter "
+    "them) and leaning towards no difference where exits are few: "
+)
 
 
 def trust_sheets(book: Book, results: dict[str, Any], suppress: int) -> None:
@@ -332,6 +337,14 @@ def self_review_method_lines(results: dict[str, Any]) -> list[tuple[str, str | N
             note = level.get("note") or LEVEL_HOW.get(level.get("how"), "")
             label = f"Level: {OUTCOME_NAME.get(outcome, outcome)}"
             lines.append((label, note[:1].upper() + note[1:]))
+        for outcome, risks in (baseline.get("own_risks") or {}).items():
+            if risks:
+                lines.append(
+                    (
+                        f"Estimated from your pupils: {OUTCOME_NAME.get(outcome, outcome)}",
+                        OWN_RISKS_INTRO + "; ".join(r["sentence"] for r in risks) + ".",
+                    )
+                )
         lines.append(("What a self-review cannot tell", CANNOT_TELL))
     for trust in results.get("trusts") or []:
         lines.append((f"Trust: {trust.get('trust')}", trust.get("summary") or ""))
