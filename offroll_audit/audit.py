@@ -22,7 +22,7 @@ import polars as pl
 from offroll_audit import expected as exp
 from offroll_audit import monitoring, self_review
 from offroll_audit import significance as stats
-from offroll_audit.classify import FLAGS, classify_exits, flag_counts
+from offroll_audit.classify import FLAGS, classify_exits, flag_counts, vulnerable_pupil
 from offroll_audit.profile import Profile, load_profile
 from offroll_audit.progress import SILENT, Progress
 from offroll_audit.schema import Dataset
@@ -39,17 +39,21 @@ from offroll_audit.window import (
 if TYPE_CHECKING:  # the letters stage is imported only when letters are read
     from offroll_audit.letters import LetterResult
 
-OUTCOMES = ("ehe", "unexplained", "y10_loss")
+OUTCOMES = ("ehe", "unexplained", "y10_loss", "ehe_vulnerable")
 OUTCOME_LABEL = {
     "ehe": "exits to elective home education",
     "unexplained": "unexplained exits",
     "y10_loss": "Year 10 pupils who left the school",
+    "ehe_vulnerable": "exits to elective home education of vulnerable pupils in Years 9-11",
 }
+VULNERABLE_YEARS = ["9", "10", "11"]  # [statistics] vulnerable_years: before their GCSEs
 NOT_A_LOSS = ["DUAL_ENDED", "DECEASED"]
+TARGETING = ("sen_provision", "social_care", "disadvantaged", "year_group")
 NOBODY_AT_RISK = {
     "ehe": "no pupil was on roll in the window",
     "unexplained": "no pupil was on roll in the window",
     "y10_loss": "no Year 10 pupil was on roll in the window",
+    "ehe_vulnerable": "no vulnerable pupil in Years 9-11 was on roll in the window",
 }
 ONE_SCHOOL = (
     "only one school: a local baseline fitted on its own pupils expects exactly the exits it "
@@ -182,13 +186,26 @@ class WindowAudit:
     warnings: list[str]
 
 
-def outcome_filters() -> dict[str, pl.Expr]:
+def outcome_filters(profile: Profile | None = None) -> dict[str, pl.Expr]:
     """Which classified exits count for each outcome (a pupil counts once per school)."""
+    ehe = pl.col("destination") == "EHE"
     return {
-        "ehe": pl.col("destination") == "EHE",
+        "ehe": ehe,
         "unexplained": ~pl.col("explained"),
         "y10_loss": ~pl.col("destination").cast(pl.String).is_in(NOT_A_LOSS),
+        "ehe_vulnerable": ehe & targeted_pupil(profile),
     }
+
+
+def targeted_pupil(profile: Profile | None = None) -> pl.Expr:
+    """The pupils off-rolling is said to target: vulnerable ([flags]: SEN support or an EHC
+    plan, known to social care, disadvantaged) and in the years before their GCSEs
+    ([statistics] vulnerable_years, 9 to 11). Their exits to home education are tested on
+    their own (ehe_vulnerable): an excess among them is diluted in the whole school's count
+    by everyone else's ordinary exits."""
+    profile = profile or load_profile()
+    years = [str(y) for y in profile.statistics.get("vulnerable_years", VULNERABLE_YEARS)]
+    return vulnerable_pupil(profile.flags) & pl.col("year_group").cast(pl.String).is_in(years)
 
 
 def warm_up() -> None:
@@ -291,11 +308,11 @@ def assess_window(
     templated = letters.school_template_ids() if letters is not None else None
     exits = classify_exits(dataset.exits, pupils, dataset.schools, window, profile, templated)
     case_mix = list(profile.statistics.get("case_mix", exp.DEFAULT_CASE_MIX))
-    roll = exp.roll_cells(pupils, exits, window, outcome_filters(), case_mix)
+    roll = exp.roll_cells(pupils, exits, window, outcome_filters(profile), case_mix)
     warnings: list[str] = []
     covered = covered_outcomes(options)
     tested = {}
-    for outcome, cells_and_mix in outcome_cells(roll, case_mix).items():
+    for outcome, cells_and_mix in outcome_cells(roll, case_mix, profile).items():
         if outcome in covered:
             tested[outcome] = cells_and_mix
         else:
@@ -304,7 +321,9 @@ def assess_window(
                 "rates for them, so they were not tested"
             )
     decisions = (
-        decisions_by_school(exits) if profile.statistics.get("count_families", True) else None
+        decisions_by_school(exits, profile)
+        if profile.statistics.get("count_families", True)
+        else None
     )
     outcomes = assess_outcomes(tested, window, options, decisions)
     warnings += [
@@ -358,7 +377,7 @@ def _timeline_columns(at: pl.DataFrame) -> list[str]:
     return [c for c in at.columns if c != "urn" and c not in own | internal]
 
 
-def decisions_by_school(exits: pl.DataFrame) -> pl.DataFrame:
+def decisions_by_school(exits: pl.DataFrame, profile: Profile | None = None) -> pl.DataFrame:
     """Per school, for each outcome, the independent decisions behind its count: distinct
     families (family_id where known, else the pupil) among the exits that count. Five
     siblings leaving together are one family's decision (monitoring.family_scaled)."""
@@ -370,15 +389,17 @@ def decisions_by_school(exits: pl.DataFrame) -> pl.DataFrame:
     )
     return counted.group_by("urn").agg(
         who.filter(condition).n_unique().alias(outcome)
-        for outcome, condition in outcome_filters().items()
+        for outcome, condition in outcome_filters(profile).items()
     )
 
 
 def outcome_cells(
-    roll: pl.DataFrame, case_mix: list[str]
+    roll: pl.DataFrame, case_mix: list[str], profile: Profile | None = None
 ) -> dict[str, tuple[pl.DataFrame, list[str]]]:
     """Case-mix cells for each outcome, from the roll cells: all pupils for EHE and unexplained
-    exits, Year 10 pupils (without year group in the case mix) for Year 10 loss."""
+    exits, Year 10 pupils (without year group in the case mix) for Year 10 loss, the targeted
+    pupils (targeted_pupil) for their exits to home education, where the case mix holds what
+    defines them."""
     populations = {
         ("ehe", "unexplained"): (roll, case_mix),
         ("y10_loss",): (
@@ -386,6 +407,8 @@ def outcome_cells(
             [c for c in case_mix if c != "year_group"],
         ),
     }
+    if set(TARGETING) <= set(roll.columns):
+        populations[("ehe_vulnerable",)] = (roll.filter(targeted_pupil(profile)), case_mix)
     cells_by_outcome = {}
     for names, (population, mix) in populations.items():
         cells = exp.aggregate_cells(population, mix)

@@ -246,19 +246,25 @@ def _mask_lookup(masks: pl.Series, labels: list[str]) -> dict[int, list[str]]:
     }
 
 
+def vulnerable_pupil(flags: dict[str, Any]) -> pl.Expr:
+    """A pupil the profile counts as vulnerable ([flags]: SEN provision, social care, and
+    disadvantage if vulnerable_if_disadvantaged), on a frame with those columns."""
+    return (
+        pl.col("sen_provision").cast(pl.String).is_in(flags.get("vulnerable_sen", ["K", "E"]))
+        | pl.col("social_care")
+        .cast(pl.String)
+        .is_in(flags.get("vulnerable_social_care", ["CIN", "CPP", "CLA"]))
+        | (pl.col("disadvantaged") & pl.lit(flags.get("vulnerable_if_disadvantaged", True)))
+    ).fill_null(False)
+
+
 def _flags(
     frame: pl.DataFrame, profile: Profile, template_letters: Iterable[str] | None = None
 ) -> pl.Series:
     f = profile.flags
     dest = pl.col("destination").cast(pl.String)
     ehe, unexplained = dest == "EHE", ~pl.col("explained")
-    vulnerable = (
-        pl.col("sen_provision").cast(pl.String).is_in(f.get("vulnerable_sen", ["K", "E"]))
-        | pl.col("social_care")
-        .cast(pl.String)
-        .is_in(f.get("vulnerable_social_care", ["CIN", "CPP", "CLA"]))
-        | (pl.col("disadvantaged") & pl.lit(f.get("vulnerable_if_disadvantaged", True)))
-    ).fill_null(False)
+    vulnerable = vulnerable_pupil(f)
     census = spring_census_on_or_after(frame.get_column("exit_date"))
     days_to_census = (pl.lit(census) - pl.col("exit_date")).dt.total_days()
     notified = school_days_between(

@@ -1173,17 +1173,21 @@ def _parsed_baseline(path: Path, mtime_ns: int) -> dict[str, Any]:
     return spec
 
 
+RATES_OF = {"ehe_vulnerable": "ehe"}  # a subgroup's exits take its whole outcome's rates
+
+
 def baseline_outcome(path: Path, outcome: str) -> dict[str, Any]:
     """What a baseline file gives for one outcome (annual_rate, relative_risk)."""
-    outcome_spec = read_baseline(path)["outcomes"].get(outcome)
+    outcome_spec = read_baseline(path)["outcomes"].get(RATES_OF.get(outcome, outcome))
     if outcome_spec is None:
         raise UsageError(f"baseline {path.name} has no rates for {outcome}")
     return outcome_spec
 
 
 def baseline_outcomes(path: Path) -> set[str]:
-    """Outcomes a baseline file gives rates for."""
-    return set(read_baseline(path)["outcomes"])
+    """Outcomes a baseline file gives rates for (a subgroup's where its outcome's are)."""
+    given = set(read_baseline(path)["outcomes"])
+    return given | {sub for sub, whole in RATES_OF.items() if whole in given}
 
 
 def baseline_annual_rate(path: Path, outcome: str) -> float:

@@ -293,7 +293,7 @@ def trailing_count(hits: BoolArray, width: int) -> NDArray[np.int64]:
 
 # ------------------------------------------------------------------------------- the timeline
 
-OUTCOMES = ("ehe", "unexplained")
+OUTCOMES = ("ehe", "unexplained", "ehe_vulnerable")
 TERMS_SHOWN = 6  # "above the 95% limit in 4 of the last 6 terms"
 FALLBACK = {"decisions": "observed", "expected_decisions": "expected"}
 LIMITS = ("limit95_high", "limit998_high")  # funnel limits of the ratio, for the history chart

@@ -73,7 +73,7 @@ def groups_blocks(result: AuditResult, urns: set[str]) -> dict[str, dict[str, An
     plain column lists (a national audit has over half a million of these rows)."""
     blocks: dict[str, dict[str, Any]] = {urn: {} for urn in urns}
     for outcome, outcome_result in result.outcomes.items():
-        if outcome == "y10_loss":
+        if outcome not in ("ehe", "unexplained"):  # a subgroup's breakdown is the outcome's
             continue
         groups = json_ready(outcome_result.groups)
         if len(urns) < groups.get_column("urn").n_unique():
@@ -211,7 +211,7 @@ def _build_results(
     }
 
 
-HISTORY_OUTCOMES = ("ehe", "unexplained")
+HISTORY_OUTCOMES = ("ehe", "unexplained", "ehe_vulnerable")
 
 
 def history_blocks(result: AuditResult) -> dict[str, list[dict[str, Any]]]:

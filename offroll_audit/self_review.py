@@ -426,7 +426,7 @@ def _times(value: float) -> str:
 
 def missing_factors(path: Path, outcome: str, case_mix: list[str]) -> list[str]:
     """The case-mix factors the shape file gives no relative risk for (counted as 1 there)."""
-    risks = exp.read_baseline(path)["outcomes"].get(outcome, {}).get("relative_risk", {})
+    risks = exp.baseline_outcome(path, outcome).get("relative_risk", {})
     return [f for f in case_mix if f not in risks]
 
 
@@ -544,7 +544,7 @@ def self_baseline(
     rates, own_risks = estimated_shape(layout, rates, case_mix, missing, o, settings)
     s = layout.expected(rates, case_mix)
     urns = layout.urns.to_list()
-    if anchors is not None and outcome == "ehe":
+    if anchors is not None and exp.RATES_OF.get(outcome, outcome) == "ehe":
         level, per_school = _anchored(anchors, layout.urns, s, o, path, settings)
         reference, reference_kind = per_school.level, "anchored"
     else:

@@ -122,6 +122,34 @@ def test_the_latest_term_is_judged_with_its_history(example_run) -> None:
     assert during > 2 * sum(history[t]["expected"] for t in stopped["terms"])
 
 
+def test_the_targeted_pupils_exits_are_judged_on_their_own(example_run) -> None:
+    """ehe_vulnerable counts, per school, the exits to home education in the window of
+    vulnerable pupils (SEN support or EHC plan, social care, disadvantaged) in Years 9-11,
+    as the exits themselves show; schools without such pupils have no block. The example
+    LA's off-roller targets them, and their own count selects it where the whole school's
+    is diluted by its other pupils' ordinary exits."""
+    results, truth, _ = example_run
+    counted: dict[str, set[str]] = {}
+    for e in results["exits"]:
+        vulnerable = (
+            e["sen_provision"] in ("K", "E") or e["social_care"] != "none" or e["disadvantaged"]
+        )
+        targeted = vulnerable and e["year_group"] in ("9", "10", "11")
+        if e["in_window"] and e["destination"] == "EHE" and targeted:
+            counted.setdefault(e["urn"], set()).add(e["pupil_id"])
+    tested = [s for s in results["schools"] if s.get("ehe_vulnerable")]
+    assert tested and all(s["phase"] != "primary" for s in tested)
+    for entry in tested:
+        assert entry["ehe_vulnerable"]["observed"] == len(counted.get(entry["urn"], ()))
+        assert entry["ehe_vulnerable"]["observed"] <= entry["ehe"]["observed"]
+    (off_roller,) = planted_urns(truth, "offroll_ehe")
+    entry = school(results, off_roller)
+    year = entry["monitoring"]["ehe_vulnerable"]["year"]
+    assert year["band"] == "high_998" and year["observed"] > 4 * year["expected"]
+    assert "EHE_VULNERABLE_YEAR" in entry["audit_reasons"]
+    assert all(t.get("ehe_vulnerable") for t in entry["history"])
+
+
 def test_every_selected_school_says_why_with_the_rule_text(example_run) -> None:
     results, _, _ = example_run
     rules = {r["code"]: r for r in results["profile_settings"]["select"]["rules"]}

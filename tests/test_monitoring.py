@@ -152,7 +152,7 @@ def test_rules_over_time_read_their_scope_and_every_condition_must_hold() -> Non
 def _quiet_school(urn: str) -> dict:
     """A school frame row that no count rule selects (every rule's columns present)."""
     row: dict = {"urn": urn}
-    for outcome in ("ehe", "unexplained"):
+    for outcome in ("ehe", "unexplained", "ehe_vulnerable"):
         row |= {
             f"{outcome}_observed": 9,
             f"{outcome}_cohort": 900,
@@ -174,7 +174,15 @@ def _quiet_school(urn: str) -> dict:
 DEFAULT_RULE_TRIGGERS = {
     "EHE_HIGH": {"ehe_band": "high_998", "ehe_q": 0.001},
     "EHE_YEAR_HIGH": {"ehe_year_band": "high_998", "ehe_year_q": 0.0005},
+    "EHE_VULNERABLE_YEAR": {
+        "ehe_vulnerable_year_band": "high_998",
+        "ehe_vulnerable_year_q": 0.0005,
+    },
     "EHE_RISING": {"ehe_year_band": "high_95", "ehe_change_p": 0.0001},
+    "EHE_VULNERABLE_RISING": {
+        "ehe_vulnerable_year_band": "high_95",
+        "ehe_vulnerable_change_p": 0.0001,
+    },
     "EHE_SUSTAINED": {
         "ehe_history_band": "high_998",
         "ehe_history_q": 0.001,
@@ -215,7 +223,9 @@ def test_each_default_count_rule_selects_when_all_its_conditions_hold(code: str)
 DEFAULT_RULE_THRESHOLDS = {
     "EHE_HIGH": ("ehe_q", 0.005),
     "EHE_YEAR_HIGH": ("ehe_year_q", 0.001),
+    "EHE_VULNERABLE_YEAR": ("ehe_vulnerable_year_q", 0.001),
     "EHE_RISING": ("ehe_change_p", 0.0005),
+    "EHE_VULNERABLE_RISING": ("ehe_vulnerable_change_p", 0.0005),
     "EHE_SUSTAINED": ("ehe_history_q", 0.01),
     "UNEXPLAINED_HIGH": ("unexplained_q", 0.005),
     "UNEXPLAINED_YEAR_HIGH": ("unexplained_year_q", 0.001),

@@ -257,7 +257,7 @@ def test_the_off_rollers_history_charts_its_rise(written: Path) -> None:
     truth = json.loads((EXAMPLE / "truth.json").read_text())
     off_roller = truth["planted"]["offroll_ehe"][0]
     sheet = load_workbook(written / "packs" / f"{off_roller['urn']}.xlsx")["History"]
-    assert len(sheet._charts) == 2, "one chart per outcome: EHE and unexplained exits"
+    assert len(sheet._charts) == 3, "one chart per outcome: EHE, unexplained, targeted pupils"
     assert len(sheet._charts[0].series) == 4, "observed, expected and the two limits"
     terms = [row for row in sheet.iter_rows(values_only=True) if row[0] in truth["terms"]]
     ehe = {row[0]: row for row in terms[: len(truth["terms"])]}  # the EHE table comes first

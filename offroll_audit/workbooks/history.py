@@ -33,7 +33,11 @@ from offroll_audit.workbooks.style import (
     title,
 )
 
-OUTCOMES = {"ehe": "Exits to home education", "unexplained": "Unexplained exits"}
+OUTCOMES = {
+    "ehe": "Exits to home education",
+    "unexplained": "Unexplained exits",
+    "ehe_vulnerable": "Vulnerable pupils in Years 9-11 to home education",
+}
 WIDTHS = [11, 10, 10, 9, 11, 11, 20, 12]
 WIDE = sum(WIDTHS) - 6  # a merged row across the table, less a margin for the font
 

@@ -92,8 +92,14 @@ OUTCOME_NAME = {
     "ehe": "Home education (EHE)",
     "unexplained": "Unexplained exits",
     "y10_loss": "Year 10 pupils lost",
+    "ehe_vulnerable": "Vulnerable Years 9-11 to EHE",
 }
-OUTCOME_SHORT = {"ehe": "Home education", "unexplained": "Unexplained", "y10_loss": "Y10 loss"}
+OUTCOME_SHORT = {
+    "ehe": "Home education",
+    "unexplained": "Unexplained",
+    "y10_loss": "Y10 loss",
+    "ehe_vulnerable": "Vulnerable Y9-11 EHE",
+}
 METHOD_TEXT = {
     "nb": "negative binomial: exact count probabilities that allow for ordinary differences "
     "between schools (overdispersion)",

@@ -184,7 +184,7 @@ def cover_sheet(
     )
     numbers = [
         (OUTCOME_NAME.get(outcome, outcome), outcome_sentence(school, outcome, suppress))
-        for outcome in ("ehe", "unexplained", "y10_loss")
+        for outcome in ("ehe", "ehe_vulnerable", "unexplained", "y10_loss")
         if school.get(outcome)
     ]
     row = _section(ws, row, "What the numbers say", numbers)
