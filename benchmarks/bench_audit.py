@@ -48,6 +48,7 @@ def stages(data: Path) -> None:
     options = AuditOptions(profile=load_profile("default"), letters=False)
     mark = time.perf_counter()
     result = run_audit(dataset, options)
+    options = result.options  # the baseline resolved, as the stages below need it
     statistics = time.perf_counter() - mark
 
     profile = options.profile
@@ -58,8 +59,9 @@ def stages(data: Path) -> None:
     exits = classify_exits(dataset.exits, pupils, dataset.schools, window, profile)
     timings["classify"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    roll = exp.roll_cells(pupils, exits, window, pipeline.outcome_filters(), exp.DEFAULT_CASE_MIX)
-    cells = pipeline.outcome_cells(roll, exp.DEFAULT_CASE_MIX)
+    filters = pipeline.outcome_filters(profile)
+    roll = exp.roll_cells(pupils, exits, window, filters, exp.DEFAULT_CASE_MIX)
+    cells = pipeline.outcome_cells(roll, exp.DEFAULT_CASE_MIX, profile)
     timings["case_mix_cells"] = time.perf_counter() - mark
     mark = time.perf_counter()
     outcomes = pipeline.assess_outcomes(cells, window, options)
