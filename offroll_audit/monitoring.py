@@ -224,13 +224,13 @@ def design_cusum(
     shape = shape / shape.mean()
     rng = np.random.default_rng(seed)
     years = simulations * terms / TERMS_PER_YEAR
-    limits, achieved = np.empty(grid.size), np.empty(grid.size)
-    for i, mean in enumerate(grid):
+    steps = []
+    for mean in grid:
         theta = school_effects(rng, alpha, simulations)
         expected = mean * shape[None, :]
         counts = rng.poisson(theta * expected)
-        steps = nb_cusum_steps(counts, np.broadcast_to(expected, counts.shape), rho, alpha)
-        limits[i], achieved[i] = _limit_for_rate(steps, rate, years)
+        steps.append(nb_cusum_steps(counts, np.broadcast_to(expected, counts.shape), rho, alpha))
+    limits, achieved = _limits_for_rate(np.stack(steps), rate, years)
     return CusumDesign(rho, alpha, rate, terms, grid, limits, achieved)
 
 
@@ -245,22 +245,23 @@ def school_effects(rng: np.random.Generator, alpha: float, count: int) -> FloatA
     return rng.lognormal(-sigma2 / 2, math.sqrt(sigma2), size=(count, 1))
 
 
-def _limit_for_rate(steps: FloatArray, rate: float, years: float) -> tuple[float, float]:
-    """The smallest limit whose signal rate is at most `rate` (signals per school-year)."""
+def _limits_for_rate(steps: FloatArray, rate: float, years: float) -> tuple[FloatArray, FloatArray]:
+    """Per grid volume (the first axis of `steps`: volume x simulated school x term), the
+    smallest limit whose signal rate is at most `rate` (signals per school-year), and the
+    rate it gives: one bisection for every volume at once."""
 
-    def signal_rate(h: float) -> float:
-        return float(cusum_with_reset(steps, h)[1].sum()) / years
+    def signal_rates(h: FloatArray) -> FloatArray:
+        return cusum_with_reset(steps, h[:, None])[1].sum(axis=(1, 2)) / years
 
-    low, high = 0.0, max(float(np.maximum(steps, 0).sum(axis=-1).max()), 1.0)
-    if signal_rate(low) <= rate:
-        return low, signal_rate(low)
+    low = np.zeros(steps.shape[0])
+    high = np.maximum(np.maximum(steps, 0).sum(axis=-1).max(axis=-1), 1.0)
+    at_zero = signal_rates(low) <= rate
     for _ in range(40):
         middle = 0.5 * (low + high)
-        if signal_rate(middle) <= rate:
-            high = middle
-        else:
-            low = middle
-    return high, signal_rate(high)
+        within = signal_rates(middle) <= rate
+        high, low = np.where(within, middle, high), np.where(within, low, middle)
+    limits = np.where(at_zero, 0.0, high)
+    return limits, signal_rates(limits)
 
 
 # --------------------------------------------------------------------------------- persistence
