@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -236,10 +237,10 @@ def test_results_json_holds_what_the_standard_library_would_write(example_datase
 
 def test_local_glm_observed_equals_expected_overall_and_by_sen(example_dataset) -> None:
     """The GLM's score equations: sum O = sum E overall and within each level of a main effect."""
-    result = run_audit(
-        example_dataset, AuditOptions(profile=_profile_without_refit(), letters=False)
-    )
-    for outcome in ("ehe", "unexplained"):
+    one_year = {"start": date(2024, 9, 1), "end": date(2025, 7, 31)}  # no history needed
+    options = AuditOptions(profile=_profile_without_refit(), letters=False, **one_year)
+    result = run_audit(example_dataset, options)
+    for outcome in ("ehe", "unexplained", "ehe_vulnerable"):
         totals = result.outcomes[outcome].schools
         assert totals["observed"].sum() == pytest.approx(totals["expected"].sum(), abs=1e-6)
         groups = result.outcomes[outcome].groups.filter(pl.col("grouping") == "sen_provision")

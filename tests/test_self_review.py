@@ -266,12 +266,13 @@ def test_one_trusts_data_choose_self_and_an_la_chooses_local(tmp_path) -> None:
     schools = pl.read_csv(one / "schools.csv", infer_schema_length=0)
     schools.with_columns(pl.lit("Big Trust").alias("trust")).write_csv(one / "schools.csv")
     dataset, _ = load_dataset(one)
-    chosen = run_audit(dataset, AuditOptions(letters=False))
+    one_year = {"letters": False, "start": date(2024, 9, 1), "end": date(2025, 7, 31)}
+    chosen = run_audit(dataset, AuditOptions(**one_year))
     assert chosen.options.baseline == "self"
     assert "only the schools of one trust (Big Trust)" in chosen.options.baseline_why
     example, _ = load_dataset(EXAMPLE)
     assert example.schools.height == 40
-    la = run_audit(example, AuditOptions(letters=False))
+    la = run_audit(example, AuditOptions(**one_year))
     assert la.options.baseline == "local" and "40 schools" in la.options.baseline_why
 
 
@@ -531,7 +532,11 @@ def test_trust_roll_up_on_la_data(tmp_path, capsys) -> None:
     sizes = dataset.schools.group_by("trust").len().filter(pl.col("trust").is_not_null())
     name = sizes.sort("len", "trust", descending=[True, False])["trust"][0]
     out = tmp_path / "out"
-    assert run_cli("audit", EXAMPLE, "--out", out, "--trust", name.upper(), "--no-letters") == 0
+    one_year = ("--from", "2024-09-01", "--to", "2025-07-31")  # the roll-up needs no history
+    assert (
+        run_cli("audit", EXAMPLE, "--out", out, "--trust", name.upper(), *one_year, "--no-letters")
+        == 0
+    )
     assert f"{name} against the LA's own rates" in " ".join(capsys.readouterr().out.split())
     results = results_of(out)
     (trust,) = results["trusts"]
