@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 import polars as pl
 
-from offroll_audit import tool_block
+from offroll_audit import monitoring, tool_block
 from offroll_audit.audit import OUTCOME_LABEL, AuditResult
 from offroll_audit.classify import FLAG_TEXT, FLAGS
 from offroll_audit.select import rule_text
@@ -211,9 +211,6 @@ def _build_results(
     }
 
 
-HISTORY_OUTCOMES = ("ehe", "unexplained", "ehe_vulnerable")
-
-
 def history_blocks(result: AuditResult) -> dict[str, list[dict[str, Any]]]:
     """Per school, its terms oldest first: each outcome's observed, expected, ratio, band and
     95% / 99.8% upper limits (of the ratio) that term, and whether it was selected then."""
@@ -224,7 +221,7 @@ def history_blocks(result: AuditResult) -> dict[str, list[dict[str, Any]]]:
     blocks: dict[str, list[dict[str, Any]]] = {}
     for row in frame.sort("urn", "term_index").iter_rows(named=True):
         entry: dict[str, Any] = {"term": row["term"]}
-        for outcome in HISTORY_OUTCOMES:
+        for outcome in monitoring.OUTCOMES:
             if not row.get(f"{outcome}_on_roll"):
                 entry[outcome] = None
                 continue
@@ -250,7 +247,7 @@ def monitoring_block(row: dict[str, Any], terms: list[str]) -> dict[str, Any]:
         "since_last_term": row.get("since_last_term"),
         "selected_since": row.get("selected_since"),
     }
-    for outcome in HISTORY_OUTCOMES:
+    for outcome in monitoring.OUTCOMES:
         if row.get(f"{outcome}_year_band") is None:
             continue
         since = row.get(f"{outcome}_cusum_terms_since_signal")

@@ -349,7 +349,10 @@ class OwnRisk:
         at the same school (95% interval 1.2 to 2.1)', the largest departures first."""
         labels = {k.lower(): v for k, v in codes.LEVEL_LABELS.get(self.factor, {}).items()}
         factor = exp.FACTOR_TEXT.get(self.factor, self.factor)
-        name = lambda level: labels.get(level.lower(), f"pupils of {factor} {level}")  # noqa: E731
+
+        def name(level: str) -> str:
+            return labels.get(level.lower(), f"pupils of {factor} {level}")
+
         shown = sorted(
             (item for item in self.risks.items() if item[0] != self.reference),
             key=lambda item: -abs(math.log(item[1][0])),
@@ -404,7 +407,7 @@ def estimated_shape(
     """The shape file's rates completed with the factors it does not give, estimated from the
     data (own_risk_rates): first from every school, then without the schools beyond chance
     against the others' level under the completed shape (robust_kept, as the level is
-    estimated), until that set stops changing."""
+    estimated), until that set stops changing (at most three passes)."""
     if not factors:
         return rates, []
     prior_sd = float(settings.get("self_own_risk_sd", OWN_RISK_SD))
@@ -488,20 +491,19 @@ def own_risk_rates(
             break
     covariance = np.linalg.inv(information)
     multiplier = np.exp(design @ beta)
-    usable = shape > 0
-    scale = (shape[usable] * multiplier[layout.pattern[usable]]).sum() / max(shape.sum(), 1e-300)
+    scale = (shape * multiplier[layout.pattern]).sum() / max(shape.sum(), 1e-300)
     multiplier = multiplier / scale if scale > 0 else multiplier
     adjusted = layout.patterns.drop("pattern").with_columns(
         pl.Series("_rate", np.clip(base * multiplier, 0.0, 1.0))
     )
     shaped = rates.drop("rate").join(adjusted, on=case_mix, how="left").rename({"_rate": "rate"})
     shaped = shaped.with_columns(pl.col("rate").fill_null(0.0))
+    at_risk = np.bincount(layout.pattern, shape, design.shape[0]) @ design  # per level
     risks = []
     for factor in factors:
         mine = [i for i, (f, _) in enumerate(levels) if f == factor]
-        weight = [float(shape[usable & (design[layout.pattern, i] > 0)].sum()) for i in mine]
         usual = [i for i in mine if levels[i][1] == USUAL_LEVEL.get(factor)]
-        ref = usual[0] if usual else mine[int(np.argmax(weight))]
+        ref = usual[0] if usual else max(mine, key=lambda i: at_risk[i])
         table = {}
         for i in mine:
             spread = 1.96 * math.sqrt(
