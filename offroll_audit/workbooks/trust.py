@@ -13,6 +13,7 @@ from typing import Any
 from openpyxl.chart import Reference, Series
 
 from offroll_audit.self_review import CANNOT_TELL
+from offroll_audit.trusts import OUTCOMES
 from offroll_audit.workbooks.overview import (
     FUNNEL_GRID,
     OUTCOME_NAME,
@@ -50,7 +51,6 @@ from offroll_audit.workbooks.style import (
     write_lines,
 )
 
-OUTCOMES = ("ehe", "unexplained")
 LEVEL_HOW = {
     "estimated": "estimated from the schools in the data",
     "anchored": "anchored to the LA's published rate (--la-rates)",
