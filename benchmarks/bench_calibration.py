@@ -8,7 +8,8 @@ calibration: LAs with nothing planted but lognormal between-school heterogeneity
 (sd 0.25 on the odds). Reports the share of schools banded high_998 and high_95
 for EHE and unexplained exits, with the negative binomial (default) and with
 alpha forced to 0 (plain Poisson), to show what ignoring overdispersion costs.
-Targets: high_998 <= 0.3%, high_95 <= 4% with the default method.
+Targets: high_998 <= 0.3%, high_95 <= 4% with the default method. Also the schools the
+default profile's rules select per LA ("any", and by rule): all of them innocent.
 
 power: LAs with the generator's planted patterns. Reports how often each
 planted off-roller is high_998 for EHE (target >= 90% for a secondary whose
@@ -65,6 +66,9 @@ def one_la(task: tuple[str, int, int, int]) -> dict:
                 **{b: bands.get(b, 0) for b in BANDS},
             }
         summary[f"{method}_alpha"] = result.outcomes["ehe"].overdispersion.alpha
+        summary[f"{method}_selected"] = Counter(
+            code for r in rows.values() for code in ["any"] * r["audit"] + r["audit_reasons"]
+        )
         if mode == "power":
             planted = truth["planted"]
             summary["offroll_ehe"] = [
@@ -103,6 +107,11 @@ def report_calibration(results: list[dict]) -> dict:
         }
     alphas = [r["nb_alpha"] for r in results]
     out["alpha_mean"] = round(sum(alphas) / len(alphas), 4)
+    # nothing is planted: every school selected by the default profile's rules is innocent
+    selected: Counter = sum((Counter(r["nb_selected"]) for r in results), Counter())
+    out["innocent_selected_per_la_by_rule"] = {
+        code: round(n / len(results), 3) for code, n in sorted(selected.items())
+    }
     return out
 
 

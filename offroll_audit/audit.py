@@ -28,6 +28,7 @@ from offroll_audit.progress import SILENT, Progress
 from offroll_audit.schema import Dataset
 from offroll_audit.select import select_schools
 from offroll_audit.window import (
+    YEAR_WINDOW_DAYS,
     Calendar,
     Window,
     choose_window,
@@ -255,7 +256,8 @@ def run_audit(dataset: Dataset, options: AuditOptions, progress: Progress = SILE
             on="urn",
             how="left",
         )
-    schools = select_schools(schools, profile)
+    year_is_window = history is None and window.days >= YEAR_WINDOW_DAYS
+    schools = select_schools(schools, profile, year_is_window)
     schools = restrict(schools, options)
     return AuditResult(
         window,

@@ -16,10 +16,13 @@ from offroll_audit.problems import UsageError
 from offroll_audit.profile import Profile
 
 
-def rule_holds(columns: list[str], rule: dict, floors: dict) -> pl.Expr | None:
+def rule_holds(
+    columns: list[str], rule: dict, floors: dict, year_is_window: bool = False
+) -> pl.Expr | None:
     """Boolean expression over the per-school frame for one rule; None when the frame lacks a
     column the rule reads (e.g. y10_loss without any Year 10 pupils, or a rule over terms on a
-    single-window audit): the rule never holds."""
+    single-window audit): the rule never holds. `year_is_window`: the audit is one window as
+    long as a school year, whose counts are the year's (see _outcome_rule)."""
     unknown = sorted(set(rule) - RULE_KEYS)
     if unknown:  # a misspelt condition would silently weaken the rule
         raise UsageError(
@@ -27,7 +30,7 @@ def rule_holds(columns: list[str], rule: dict, floors: dict) -> pl.Expr | None:
             f"(known: {', '.join(sorted(RULE_KEYS))})"
         )
     if "outcome" in rule:
-        needed, holds = _outcome_rule(rule, floors)
+        needed, holds = _outcome_rule(rule, floors, year_is_window)
     elif "letters_min_families" in rule:
         # Evidence-weighted: fewer families suffice on a form carrying what only the school
         # holds (UPN, tutor group, letterhead, document author or company).
@@ -64,17 +67,24 @@ RULE_KEYS = {
 }
 
 
-def _outcome_rule(rule: dict, floors: dict) -> tuple[list[str], pl.Expr]:
+def _outcome_rule(
+    rule: dict, floors: dict, year_is_window: bool = False
+) -> tuple[list[str], pl.Expr]:
     """An outcome's counts judged over a scope (this term, the last year, the whole history),
     optionally also needing a CUSUM signal and persistence; every condition given must hold.
 
     Floors (min_exits, min_share) apply to the scope's observed count: a year's rule needs
-    the exits of the year, not of the last term alone.
+    the exits of the year, not of the last term alone. On a single window as long as a
+    school year (`year_is_window`) the window's counts are the year's: a rule over the year
+    reads them (the targeted pupils' test, EHE_VULNERABLE_YEAR, would otherwise never hold
+    on a one-year export), while its conditions over terms (change, CUSUM, persistence)
+    still need a history and never hold.
     """
     outcome, scope = rule["outcome"], rule.get("scope", "term")
     if scope not in SCOPES:
         raise ValueError(f"rule {rule.get('code')}: scope must be one of {', '.join(SCOPES)}")
-    at = f"{outcome}_" if scope == "term" else f"{outcome}_{scope}_"
+    window = scope == "term" or (scope == "year" and year_is_window)
+    at = f"{outcome}_" if window else f"{outcome}_{scope}_"
     observed = pl.col(f"{at}observed")
     minimum = max(int(rule.get("min_observed", 0)), int(floors.get("min_exits", 0)))
     share = observed / pl.col(f"{outcome}_cohort").cast(pl.Float64)
@@ -102,13 +112,16 @@ def _outcome_rule(rule: dict, floors: dict) -> tuple[list[str], pl.Expr]:
     return needed, holds
 
 
-def select_schools(schools: pl.DataFrame, profile: Profile) -> pl.DataFrame:
-    """Add `audit` and `audit_reasons` (rule codes, in profile order) to the school frame."""
+def select_schools(
+    schools: pl.DataFrame, profile: Profile, year_is_window: bool = False
+) -> pl.DataFrame:
+    """Add `audit` and `audit_reasons` (rule codes, in profile order) to the school frame;
+    `year_is_window`: a single window as long as a school year (_outcome_rule)."""
     select = profile.select
     floors = {"min_exits": select.get("min_exits", 0), "min_share": select.get("min_share", 0.0)}
     reasons = []
     for rule in select.get("rules", []):
-        holds = rule_holds(schools.columns, rule, floors)
+        holds = rule_holds(schools.columns, rule, floors, year_is_window)
         if holds is not None:
             reasons.append(
                 pl.when(holds)

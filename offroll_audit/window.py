@@ -153,6 +153,9 @@ def pick_census(pupils: pl.DataFrame, window: Window) -> pl.DataFrame:
 TERM_NAMES = ("AUT", "SPR", "SUM")
 TERM_SHAPE = re.compile(r"\d{4}-(AUT|SPR|SUM)")
 TERMS_PER_YEAR = 3
+# A single window at least this long is a school year (September to July is about 320 days):
+# the profile's rules over the last year read its counts (select._outcome_rule).
+YEAR_WINDOW_DAYS = 300
 
 
 def term_index(term: str) -> int:

@@ -149,6 +149,36 @@ def test_rules_over_time_read_their_scope_and_every_condition_must_hold() -> Non
     assert reasons == {"a": ["Y", "C", "R"], "b": ["R"], "c": []}  # c: 4 exits in the year
 
 
+def test_a_year_long_single_window_is_the_year_for_rules_over_the_year() -> None:
+    """A one-year export has no `_year_` columns: its window's counts are the year's, so a
+    rule over the year reads them when the window is a school year long (and a term's
+    window does not). Conditions over terms (a change against earlier terms) still need a
+    history and never hold."""
+    import polars as pl
+
+    from offroll_audit.profile import Profile
+    from offroll_audit.select import select_schools
+
+    frame = pl.DataFrame(
+        {
+            "urn": ["a", "b"],
+            "ehe_vulnerable_observed": [12, 12],
+            "ehe_vulnerable_cohort": [400, 400],
+            "ehe_vulnerable_band": ["high_998", "high_95"],
+            "ehe_vulnerable_q": [0.0005, 0.0005],
+        }
+    )
+    rules = [
+        {"code": "V", "outcome": "ehe_vulnerable", "scope": "year", "bands": ["high_998"]},
+        {"code": "R", "outcome": "ehe_vulnerable", "scope": "year", "max_change_p": 0.001},
+    ]
+    profile = Profile("t", "t", {"select": {"min_exits": 5, "rules": rules}})
+    year = select_schools(frame, profile, year_is_window=True)
+    assert year["audit_reasons"].to_list() == [["V"], []]
+    term = select_schools(frame, profile)
+    assert term["audit_reasons"].to_list() == [[], []]
+
+
 def _quiet_school(urn: str) -> dict:
     """A school frame row that no count rule selects (every rule's columns present)."""
     row: dict = {"urn": urn}
