@@ -53,6 +53,7 @@ from offroll_audit.window import Calendar, choose_window, pick_census
 TABLES = ("pupils", "exits", "schools")
 SHAPES = ("synthetic", "england")
 LEVELS = ("estimated", "anchored")
+VARIANTS = [f"{shape}_{level}" for shape in SHAPES for level in LEVELS]
 
 
 def nation_shape(folder: Path, seed: int = 99, schools: int = 400, pupils: int = 200_000) -> Path:
@@ -119,9 +120,9 @@ def published_rate(truth: dict) -> float:
     return truth["counts"]["ehe_exits"] / truth["counts"]["pupils"] * 365 / days
 
 
-def one_la(task: tuple[int, float, int, int, str]) -> dict:
+def one_la(task: tuple[int, float, int, int, str, list[str]]) -> dict:
     """Generate one LA, audit it LA-wide, then every trust slice in each variant."""
-    seed, factor, schools, pupils, shape_file = task
+    seed, factor, schools, pupils, shape_file, variants = task
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "la"
         truth = generate_dataset(
@@ -159,25 +160,22 @@ def one_la(task: tuple[int, float, int, int, str]) -> dict:
                 "offrollers": [u for u in urns if u in offrollers],
                 "innocent_high": innocent_high in urns,
             }
-            for shape in SHAPES:
-                for level in LEVELS:
-                    options = AuditOptions(
-                        letters=False,
-                        baseline="self",
-                        shape=shape_file if shape == "synthetic" else "england",
-                        la_rates=rates if level == "anchored" else None,
-                    )
-                    result = run_audit(own, options)
-                    chosen = dict(zip(result.schools["urn"], result.schools["audit"], strict=True))
-                    hows = {o: r.baseline.self_review.level.how for o, r in result.outcomes.items()}
-                    entry[f"{shape}_{level}"] = {
-                        "offrollers_selected": [chosen[u] for u in entry["offrollers"]],
-                        "innocent_selected": [
-                            u for u in urns if chosen[u] and u not in not_innocent
-                        ],
-                        "innocent_high_selected": bool(chosen.get(innocent_high, False)),
-                        "level": hows,
-                    }
+            for shape, level in (v.split("_") for v in variants):
+                options = AuditOptions(
+                    letters=False,
+                    baseline="self",
+                    shape=shape_file if shape == "synthetic" else "england",
+                    la_rates=rates if level == "anchored" else None,
+                )
+                result = run_audit(own, options)
+                chosen = dict(zip(result.schools["urn"], result.schools["audit"], strict=True))
+                hows = {o: r.baseline.self_review.level.how for o, r in result.outcomes.items()}
+                entry[f"{shape}_{level}"] = {
+                    "offrollers_selected": [chosen[u] for u in entry["offrollers"]],
+                    "innocent_selected": [u for u in urns if chosen[u] and u not in not_innocent],
+                    "innocent_high_selected": bool(chosen.get(innocent_high, False)),
+                    "level": hows,
+                }
             shutil.rmtree(part)
             slices.append(entry)
     return {
@@ -195,7 +193,7 @@ def share(part: int, whole: int) -> str:
     return f"{part}/{whole} = {part / whole:.1%}" if whole else "0/0"
 
 
-def report(results: list[dict]) -> dict:
+def report(results: list[dict], variants: list[str]) -> dict:
     """The acceptance figures, per variant."""
     slices = [s for r in results for s in r["slices"]]
     # schools are keyed by (LA seed, URN): every synthetic LA numbers its schools from 100000
@@ -217,30 +215,28 @@ def report(results: list[dict]) -> dict:
         ),
         "slices_holding_the_large_deprived_innocent": sum(s["innocent_high"] for s in slices),
     }
-    for shape in SHAPES:
-        for level in LEVELS:
-            key = f"{shape}_{level}"
-            picked = [x for s in slices for x in s[key]["offrollers_selected"]]
-            innocent = sum(len(s[key]["innocent_selected"]) for s in slices)
-            hows: dict[str, int] = {}
-            for s in slices:
-                how = s[key]["level"].get("ehe", "untested")
-                hows[how] = hows.get(how, 0) + 1
-            by_how = {}
-            for how in hows:
-                chosen = [s for s in slices if s[key]["level"].get("ehe") == how]
-                by_how[how] = round(
-                    sum(len(s[key]["innocent_selected"]) for s in chosen) / max(len(chosen), 1), 3
-                )
-            out[key] = {
-                "offrollers_selected_in_slice": share(sum(picked), len(picked)),
-                "innocent_selected_per_slice": round(innocent / max(len(slices), 1), 3),
-                "innocent_selected_per_slice_by_ehe_level": by_how,
-                "large_deprived_innocent_selected": sum(
-                    s[key]["innocent_high_selected"] for s in slices
-                ),
-                "ehe_level": hows,
-            }
+    for key in variants:
+        picked = [x for s in slices for x in s[key]["offrollers_selected"]]
+        innocent = sum(len(s[key]["innocent_selected"]) for s in slices)
+        hows: dict[str, int] = {}
+        for s in slices:
+            how = s[key]["level"].get("ehe", "untested")
+            hows[how] = hows.get(how, 0) + 1
+        by_how = {}
+        for how in hows:
+            chosen = [s for s in slices if s[key]["level"].get("ehe") == how]
+            by_how[how] = round(
+                sum(len(s[key]["innocent_selected"]) for s in chosen) / max(len(chosen), 1), 3
+            )
+        out[key] = {
+            "offrollers_selected_in_slice": share(sum(picked), len(picked)),
+            "innocent_selected_per_slice": round(innocent / max(len(slices), 1), 3),
+            "innocent_selected_per_slice_by_ehe_level": by_how,
+            "large_deprived_innocent_selected": sum(
+                s[key]["innocent_high_selected"] for s in slices
+            ),
+            "ehe_level": hows,
+        }
     return out
 
 
@@ -254,6 +250,13 @@ def main() -> None:
         "--seed", type=int, default=1000, help="The first LA's seed (the rest follow it)."
     )
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench-trusts")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=VARIANTS,
+        choices=VARIANTS,
+        help="Which self-reviews to run (default all four).",
+    )
     parser.add_argument("--json", type=Path, default=None, help="Write every slice's result here.")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -261,14 +264,14 @@ def main() -> None:
     shape = nation_shape(args.work)
     factors = np.linspace(0.5, 3.0, args.las) if args.las > 1 else np.array([1.0])
     tasks = [
-        (args.seed + i, round(float(f), 4), args.schools, args.pupils, str(shape))
+        (args.seed + i, round(float(f), 4), args.schools, args.pupils, str(shape), args.variants)
         for i, f in enumerate(factors)
     ]
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         results = pool.map(one_la, tasks)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
-    summary = report(results)
+    summary = report(results, args.variants)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(summary, indent=2))
 

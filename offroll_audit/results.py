@@ -412,6 +412,7 @@ def baseline_choice_fields(result: AuditResult) -> dict[str, Any]:
         fields["own_risks"] = {
             o: [risk.as_dict() for risk in review.own_risks] for o, review in reviews.items()
         }
+        fields["shape_sd"] = {o: review.shape_sd for o, review in reviews.items()}
     return fields
 
 

@@ -59,6 +59,8 @@ SELF_ALPHA = 0.05  # between-school allowance when a self-review's schools canno
 NATIONAL_CV = 0.5  # how far an area's level may lie from the national one (the level's prior)
 MAX_LA_RATE = 0.2  # an annual EHE rate above this is a typing slip (a percentage, say)
 OWN_RISK_SD = 0.5  # self_own_risk_sd: prior sd of a log relative risk the shape lacks
+SHAPE_SD = 0.25  # self_shape_sd: a file relative risk's log sd where the file states none
+STAGE_SD = 0.5  # self_stage_sd: how far the shape's secondary/primary ratio may be out (log)
 FEW_OWN_EXITS = 30  # an estimated relative risk resting on fewer exits is said to be weak
 MAX_NEWTON = 50
 MAX_LEVELS_SAID = 4  # levels named in a sentence (year group has 17)
@@ -91,6 +93,7 @@ class Level:
     prior_exits: float = 0.0  # what the reference level was worth as the level's prior
     usable: int = 0  # schools with pupils at risk
     usable_exits: float = 0.0  # and their exits
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # by stage, when both
 
     def as_dict(self) -> dict[str, Any]:
         """results.json's view (baseline.level.<outcome>, trusts[].<outcome>.own_level)."""
@@ -105,16 +108,44 @@ class Level:
             "prior_exits": _finite(self.prior_exits),
             "note": self.note,
             "warning": self.warning,
+            "stages": {
+                name: {
+                    "value": _finite(stage["value"]),
+                    "ci95": [_finite(stage["ci95"][0]), _finite(stage["ci95"][1])],
+                    "exits": _finite(stage["exits"]),
+                }
+                for name, stage in self.stages.items()
+            },
         }
 
 
 @dataclass
 class SchoolLevels:
-    """Per school (in the order given): the level it is judged against (the other schools'),
-    and that level's variance."""
+    """Per school (in the order given): the level of each stage it is judged against (the
+    other schools'; one column per stage of the shape expectations) and the covariance of
+    their logarithms."""
 
-    level: FloatArray
-    variance: FloatArray
+    level: FloatArray  # (schools, stages)
+    covariance: FloatArray  # (schools, stages, stages)
+
+    def expected(self, shape_expected: FloatArray) -> FloatArray:
+        """Each school's expected count: its shape expectation in each stage times that
+        stage's level."""
+        return (self.level * by_stage(shape_expected)).sum(axis=1)
+
+    def expected_variance(self, shape_expected: FloatArray) -> FloatArray:
+        """The variance of that expected count from the levels' uncertainty (delta method)."""
+        m = self.level * by_stage(shape_expected)
+        return np.einsum("np,npq,nq->n", m, self.covariance, m)
+
+    def prior_share(self, shape_expected: FloatArray, prior: FloatArray) -> FloatArray:
+        """How much each school's level rests on the prior rather than on the other schools:
+        its expected count's variance over what the prior alone would give (1: no other
+        school's exits inform it)."""
+        m = self.level * by_stage(shape_expected)
+        alone = np.einsum("np,pq,nq->n", m, prior, m)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(alone > 0, self.expected_variance(shape_expected) / alone, 1.0)
 
 
 @dataclass
@@ -128,6 +159,7 @@ class SelfReview:
     reference_kind: str  # anchored | national
     shape: str  # the shape file's title and date
     own_risks: list[OwnRisk] = field(default_factory=list)  # factors the shape file lacks
+    shape_sd: dict[str, float] = field(default_factory=dict)  # file_sds: factors it gives
 
 
 # --------------------------------------------------------------------------- the level
@@ -152,61 +184,130 @@ def estimate_level(
     """The robust level, and every school's leave-one-out level with its variance.
 
     `shape_expected` is each school's expected count at the reference level (the shape
-    file's national level; on an LA's data, for a trust's own level, the LA's). The level is
-    credibility-weighted: the exits of the schools it rests on against a prior at the
-    reference level worth prior_exits (4 exits by default; see _posterior). With plenty of
-    exits the data decide; with few or none it leans on the reference, and its uncertainty
-    (few schools, wide limits) enters every school's test instead of being ignored.
-    Between-school variation (alpha, fitted on the schools kept against their common level)
-    lowers what their exits are worth.
+    file's national level; on an LA's data, for a trust's own level, the LA's): one column,
+    or one per stage (primary and secondary years, stage_split) with `observed` split the
+    same way. The level is credibility-weighted: the exits of the schools it rests on
+    against a prior at the reference level worth prior_exits (4 exits by default; see
+    _stage_posterior). With plenty of exits the data decide; with few or none it leans on
+    the reference, and its uncertainty (few schools, wide limits) enters every school's test
+    instead of being ignored. Between-school variation (alpha, fitted on the schools kept
+    against their common level) lowers what their exits are worth. With stages, each
+    stage has its own level, tied to the other's by the shape file's ratio between them
+    with sd self_stage_sd (see stage_prior): a trust's secondaries are judged against its
+    other secondaries where it has them, and a lone secondary among primaries against the
+    primaries' level times a ratio the file only estimates, with that uncertainty in its
+    test.
 
     A school is set aside when its count is beyond chance (p < self_outlier_p) against the
     level of the other schools kept, allowing for that level's uncertainty (robust_kept):
     judged against the level it helped to raise, two off-rollers in a trust of eight would
-    each hide behind the other. This
-    repeats until the set stops changing; at most half the schools are ever set aside (if
-    most are beyond chance, the level is what it is, and only the anchored or national
-    comparison can show that). With fewer than self_min_schools schools or self_min_exits
-    exits kept, `how` is `fallback` (the level leans on the reference) and `warning` says so.
+    each hide behind the other. This repeats until the set stops changing; at most half the
+    schools are ever set aside (if most are beyond chance, the level is what it is, and
+    only the anchored or national comparison can show that). With fewer than
+    self_min_schools schools or self_min_exits exits kept, `how` is `fallback` (the level
+    leans on the reference) and `warning` says so.
     """
     settings = settings or {}
-    o = np.asarray(observed, dtype=float)
-    s = np.asarray(shape_expected, dtype=float)
-    prior = prior_exits(settings)
+    o, s = by_stage(observed), by_stage(shape_expected)
+    prior = stage_prior(settings, s.shape[1])
     outlier_p = float(settings.get("self_outlier_p", OUTLIER_P))
     kept = robust_kept(o, s, prior, outlier_p, max_passes)
-    total_o, total_s, total_s2 = o[kept].sum(), s[kept].sum(), (s[kept] ** 2).sum()
-    first, _ = _posterior(total_o, total_s, total_s2, 0.0, prior)
+    totals = o[kept].sum(axis=0), s[kept].sum(axis=0), (s[kept] ** 2).sum(axis=0)
+    first, _ = _stage_posterior(*totals, 0.0, prior)
     fit = stats.fit_overdispersion(
-        o[kept],
-        first * s[kept],
+        o[kept].sum(axis=1),
+        (first * s[kept]).sum(axis=1),
         outlier_p=0.0,  # the schools beyond chance are already set aside
         min_alpha=float(settings.get("min_alpha", 0.0)),
         min_schools=int(settings.get("min_schools_for_alpha", 20)),
     )
-    usable = s > 0
+    usable = s.sum(axis=1) > 0
     fit = _settled_alpha(replace(fit, n_set_aside=int((usable & ~kept).sum())), settings)
     alpha = fit.alpha if math.isfinite(fit.alpha) else 0.0
-    value, log_variance = _posterior(total_o, total_s, total_s2, alpha, prior)
-    spread = 1.96 * math.sqrt(float(log_variance))
-    low, high = float(value) * math.exp(-spread), float(value) * math.exp(spread)
+    stage_levels, covariance = _stage_posterior(*totals, alpha, prior)
+    value, ci95 = _combined(stage_levels, covariance, totals[1])
+    total_o = float(totals[0].sum())
     enough = kept.sum() >= int(settings.get("self_min_schools", MIN_SCHOOLS)) and total_o >= float(
         settings.get("self_min_exits", MIN_EXITS)
     )
     level = Level(
-        value=float(value),
-        ci95=(float(low), float(high)),
+        value=value,
+        ci95=ci95,
         how="estimated" if enough else fallback,
         schools=int(kept.sum()),
-        exits=float(total_o),
+        exits=total_o,
         set_aside=[u for u, k, ok in zip(urns, kept, usable, strict=True) if ok and not k],
         alpha=float(alpha),
         overdispersion=fit,
-        prior_exits=prior,
+        prior_exits=prior_exits(settings),
         usable=int(usable.sum()),
         usable_exits=float(o[usable].sum()),
+        stages=_stage_summary(stage_levels, covariance, s[usable].sum(axis=0), o[kept]),
     )
     return level, _leave_one_out(o, s, kept, alpha, prior)
+
+
+STAGES = ("primary years", "secondary years")  # stage_split's columns
+FIRST_SECONDARY_YEAR = 7
+
+
+def by_stage(values: FloatArray) -> FloatArray:
+    """Per-school values as (schools, stages): a plain vector is one stage."""
+    values = np.asarray(values, dtype=float)
+    return values[:, None] if values.ndim == 1 else values
+
+
+def stage_count(case_mix: list[str], settings: dict[str, Any]) -> int:
+    """Two stages (primary and secondary years) with year group in the case mix, unless
+    self_stage_sd is 0 (the file's ratio between the phases taken as known): then one."""
+    known = float(settings.get("self_stage_sd", STAGE_SD)) <= 0
+    return 2 if "year_group" in case_mix and not known else 1
+
+
+def pattern_stages(
+    layout: exp.CellLayout, case_mix: list[str], settings: dict[str, Any]
+) -> NDArray[np.int64]:
+    """Each pattern's stage: 0 primary years (up to Year 6, with nursery and Reception), 1
+    secondary years (Year 7 on); all 0 (one stage) when the case mix has no year group or
+    self_stage_sd is 0 (the file's ratio between the phases taken as known)."""
+    if stage_count(case_mix, settings) == 1:
+        return np.zeros(layout.patterns.height, dtype=np.int64)
+    years = layout.patterns.get_column("year_group").cast(pl.String)
+    number = years.replace_strict(codes.YEAR_NUMBER, default=0, return_dtype=pl.Int64)
+    return (number >= FIRST_SECONDARY_YEAR).cast(pl.Int64).to_numpy()
+
+
+def stage_split(
+    layout: exp.CellLayout, rates: pl.DataFrame, case_mix: list[str], settings: dict[str, Any]
+) -> tuple[FloatArray, FloatArray]:
+    """Each school's observed exits and shape expectation per stage (pattern_stages), as
+    (schools, stages) arrays.
+
+    A shape file's ratio between primary and secondary years is its least certain part
+    (england.toml's comes from the year groups of children already home-educated, not of
+    new registrations), and a trust's pupils cannot check it within a school, since few
+    schools have both: so each stage gets its own level (estimate_level)."""
+    n = layout.urns.len()
+    shape = layout.trials * layout.pattern_rates(rates, case_mix)[layout.pattern]
+    stages = stage_count(case_mix, settings)
+    index = layout.school * stages + pattern_stages(layout, case_mix, settings)[layout.pattern]
+    return (
+        np.bincount(index, layout.events, stages * n).reshape(n, stages),
+        np.bincount(index, shape, stages * n).reshape(n, stages),
+    )
+
+
+def stage_prior(settings: dict[str, Any], stages: int) -> FloatArray:
+    """The prior covariance of the stages' log levels: each lies about the reference level
+    with variance self_national_cv^2 (an area's level), and the two differ by the shape
+    file's ratio between them give or take self_stage_sd (on the log scale): their shared
+    part is the area's level, each stage's own part half the ratio's variance."""
+    cv = float(settings.get("self_national_cv", NATIONAL_CV))
+    area = max(cv, 1e-6) ** 2
+    if stages == 1:
+        return np.array([[area]])
+    ratio = max(float(settings.get("self_stage_sd", STAGE_SD)), 1e-6) ** 2
+    return np.full((stages, stages), area) + np.eye(stages) * ratio / 2
 
 
 def _settled_alpha(fit: stats.Overdispersion, settings: dict[str, Any]) -> stats.Overdispersion:
@@ -245,12 +346,13 @@ def _settled_alpha(fit: stats.Overdispersion, settings: dict[str, Any]) -> stats
 def robust_kept(
     o: FloatArray,
     s: FloatArray,
-    prior: float,
+    prior: FloatArray,
     outlier_p: float = OUTLIER_P,
     max_passes: int = 10,
 ) -> NDArray[np.bool_]:
     """The schools the level rests on: those with a shape expectation whose counts are not
-    beyond chance against the level of the other schools kept (see estimate_level).
+    beyond chance against the level of the other schools kept (see estimate_level); `o` and
+    `s` per school and stage, `prior` stage_prior's.
 
     "Beyond chance" allows for the uncertainty of the other schools' level (its log
     variance, as a negative binomial's alpha: the count's predictive spread), not only the
@@ -264,13 +366,16 @@ def robust_kept(
     or the shape is wrong for them; they are now kept (bench_trusts.py, england shape:
     fewer innocent schools selected, a few such pairs of off-rollers missed), and the
     anchored or national comparison is the check."""
-    usable = s > 0
+    o, s = by_stage(o), by_stage(s)
+    usable = s.sum(axis=1) > 0
     kept = usable.copy()
+    total = o.sum(axis=1)
     for _ in range(max_passes):
         others = _leave_one_out(o, s, kept, 0.0, prior)
+        expected = others.expected(s)
         with np.errstate(divide="ignore", invalid="ignore"):
-            spread = np.where(others.level > 0, others.variance / others.level**2, 0.0)
-        p = stats.nb_p_upper(o, others.level * s, spread)
+            spread = np.where(expected > 0, others.expected_variance(s) / expected**2, 0.0)
+        p = stats.nb_p_upper(total, expected, spread)
         beyond = usable & (p < outlier_p)
         if beyond.sum() > usable.sum() / 2 or np.array_equal(usable & ~beyond, kept):
             break
@@ -278,50 +383,88 @@ def robust_kept(
     return kept
 
 
-def fixed_levels(levels: FloatArray) -> SchoolLevels:
-    """Levels that are given, not estimated (anchored): no sampling variance."""
+def fixed_levels(levels: FloatArray, stages: int = 1) -> SchoolLevels:
+    """Levels that are given, not estimated (anchored): the same in every stage, no
+    sampling variance."""
     levels = np.asarray(levels, dtype=float)
-    return SchoolLevels(levels, np.zeros(len(levels)))
+    return SchoolLevels(
+        np.repeat(levels[:, None], stages, axis=1), np.zeros((len(levels), stages, stages))
+    )
 
 
-def _posterior(
-    total: Any, expected: Any, squares: Any, alpha: float, prior: float
-) -> tuple[Any, Any]:
-    """The level (the posterior median) and the variance of its logarithm, from `total`
-    exits against `expected` (`squares`: the sum of the schools' squared expectations) and a
-    prior at the reference level (log 0) worth `prior` exits (log variance 1 / prior).
+def _stage_posterior(
+    total: Any, expected: Any, squares: Any, alpha: float, prior: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """The stages' levels (posterior medians) and the covariance of their logarithms, from
+    `total` exits against `expected` in each stage (`squares`: the sum of the schools'
+    squared expectations; all three (..., stages)) and stage_prior's `prior` at the reference
+    level (log 0).
 
-    Combined on the log scale, where a ratio's error is symmetric: the data say
+    Combined on the log scale, where a ratio's error is symmetric: the data of a stage say
     log(O / S) with variance d / O (O at least 1/2), d = 1 + alpha x level x sum(S^2) / sum(S)
-    the design effect of between-school variation. (A gamma prior, conjugate on the level
-    itself, pulled a trust whose data said 3 times the national level down to 2.5; on the log
-    scale the same prior leaves 2.7.) Works on numbers and arrays alike; no expectation at all
-    leaves the prior.
-    """
+    the design effect of between-school variation; a stage without expectation says
+    nothing. (A gamma prior, conjugate on the level itself, pulled a trust whose data said 3
+    times the national level down to 2.5; on the log scale the same prior leaves 2.7.) With
+    one stage this is weight x log(O / S) / (weight + 1 / cv^2). Rows are independent, so
+    every school's leave-one-out level is one call."""
+    total, expected, squares = (np.asarray(a, dtype=float) for a in (total, expected, squares))
     with np.errstate(divide="ignore", invalid="ignore"):
-        has = np.asarray(expected) > 0
+        has = expected > 0
         safe = np.where(has, expected, 1.0)
-        exits = np.maximum(np.asarray(total, dtype=float), 0.5)  # no exit: as if half of one
+        exits = np.maximum(total, 0.5)  # no exit: as if half of one
         raw = exits / safe
         effect = 1.0 + alpha * raw * np.where(has, squares / safe, 0.0)
-        data = np.where(has, effect / exits, np.inf)
-        weight = np.where(has, 1.0 / data, 0.0)
-        log_level = np.where(has, np.log(raw) * weight, 0.0) / (weight + prior)
-    return np.exp(log_level), 1.0 / (weight + prior)
+        weight = np.where(has, exits / effect, 0.0)
+        said = np.where(has, np.log(raw), 0.0)
+    precision = np.linalg.inv(prior) + weight[..., None] * np.eye(prior.shape[0])
+    covariance = np.linalg.inv(precision)
+    log_level = np.einsum("...pq,...q->...p", covariance, weight * said)
+    return np.exp(log_level), covariance
+
+
+def _combined(
+    levels: FloatArray, covariance: FloatArray, expected: FloatArray
+) -> tuple[float, tuple[float, float]]:
+    """The data's level over its stages (weighted by their shape expectations), and its 95%
+    interval (delta method on the log scale)."""
+    weights = levels * expected
+    if weights.sum() <= 0:
+        weights = np.ones_like(levels)
+    value = float(weights.sum() / expected.sum()) if expected.sum() > 0 else float(levels.mean())
+    share = weights / weights.sum()
+    spread = 1.96 * math.sqrt(max(float(share @ covariance @ share), 0.0))
+    return value, (value * math.exp(-spread), value * math.exp(spread))
+
+
+def _stage_summary(
+    levels: FloatArray, covariance: FloatArray, expected: FloatArray, observed: FloatArray
+) -> dict[str, dict[str, Any]]:
+    """Each stage's level where the data have both stages (else {}): the level, its 95%
+    interval and the exits of the schools kept in it."""
+    if len(levels) < 2 or (expected <= 0).any():
+        return {}
+    out = {}
+    for i, name in enumerate(STAGES):
+        spread = 1.96 * math.sqrt(max(float(covariance[i, i]), 0.0))
+        out[name] = {
+            "value": float(levels[i]),
+            "ci95": (float(levels[i] * math.exp(-spread)), float(levels[i] * math.exp(spread))),
+            "exits": float(observed[:, i].sum()),
+        }
+    return out
 
 
 def _leave_one_out(
-    o: FloatArray, s: FloatArray, kept: NDArray[np.bool_], alpha: float, prior: float
+    o: FloatArray, s: FloatArray, kept: NDArray[np.bool_], alpha: float, prior: FloatArray
 ) -> SchoolLevels:
-    """Each school's level from the kept schools other than itself (a school not kept is
-    judged against all the kept ones), and that level's variance."""
-    own = np.where(kept, 1.0, 0.0)
-    total_o = o[kept].sum() - own * o
-    total_s = np.clip(s[kept].sum() - own * s, 0.0, None)
-    total_s2 = np.clip((s[kept] ** 2).sum() - own * s**2, 0.0, None)
-    level, log_variance = _posterior(total_o, total_s, total_s2, alpha, prior)
-    level = np.asarray(level, dtype=float)
-    return SchoolLevels(level, level**2 * np.asarray(log_variance, dtype=float))
+    """Each school's stage levels from the kept schools other than itself (a school not kept
+    is judged against all the kept ones), and their covariance."""
+    own = np.where(kept, 1.0, 0.0)[:, None]
+    total_o = o[kept].sum(axis=0) - own * o
+    total_s = np.clip(s[kept].sum(axis=0) - own * s, 0.0, None)
+    total_s2 = np.clip((s[kept] ** 2).sum(axis=0) - own * s**2, 0.0, None)
+    level, covariance = _stage_posterior(total_o, total_s, total_s2, alpha, prior)
+    return SchoolLevels(level, covariance)
 
 
 def _finite(value: float) -> float | None:
@@ -401,26 +544,26 @@ def estimated_shape(
     rates: pl.DataFrame,
     case_mix: list[str],
     factors: list[str],
-    observed: FloatArray,
     settings: dict[str, Any],
-) -> tuple[pl.DataFrame, list[OwnRisk]]:
+) -> tuple[pl.DataFrame, list[OwnRisk], ShapeDoubt]:
     """The shape file's rates completed with the factors it does not give, estimated from the
     data (own_risk_rates): first from every school, then without the schools beyond chance
     against the others' level under the completed shape (robust_kept, as the level is
     estimated), until that set stops changing (at most three passes)."""
     if not factors:
-        return rates, []
+        return rates, [], ShapeDoubt([], np.zeros((0, 0)))
     prior_sd = float(settings.get("self_own_risk_sd", OWN_RISK_SD))
     outlier_p = float(settings.get("self_outlier_p", OUTLIER_P))
     kept = np.ones(layout.urns.len(), dtype=bool)
     for _ in range(3):
-        shaped, risks = own_risk_rates(layout, rates, case_mix, factors, kept, prior_sd)
-        expected = layout.expected(shaped, case_mix)
-        now = robust_kept(observed, expected, prior_exits(settings), outlier_p)
+        shaped, risks, doubt = own_risk_rates(layout, rates, case_mix, factors, kept, prior_sd)
+        observed, expected = stage_split(layout, shaped, case_mix, settings)
+        prior = stage_prior(settings, expected.shape[1])
+        now = robust_kept(observed, expected, prior, outlier_p)
         if np.array_equal(now, kept):
             break
         kept = now
-    return shaped, risks
+    return shaped, risks, doubt
 
 
 def _times(value: float) -> str:
@@ -440,7 +583,7 @@ def own_risk_rates(
     factors: list[str],
     kept: NDArray[np.bool_],
     prior_sd: float = OWN_RISK_SD,
-) -> tuple[pl.DataFrame, list[OwnRisk]]:
+) -> tuple[pl.DataFrame, list[OwnRisk], ShapeDoubt]:
     """The shape's rates with the relative risks of `factors` (which the shape file does not
     give) estimated from the data, and what was estimated.
 
@@ -451,7 +594,9 @@ def own_risk_rates(
     whose excess may lie among particular pupils. Each log relative risk has a normal prior
     at 0 (no difference, the shape file's assumption) with sd `prior_sd`, so a factor resting
     on a few exits stays near no adjustment. The risks are scaled so that the schools' total
-    expected count is the shape's: the level, estimated next, keeps its meaning.
+    expected count is the shape's: the level, estimated next, keeps its meaning. The
+    estimates' covariance is returned with them (ShapeDoubt): how sure they are enters every
+    school's test (composition_variance).
     """
     base = layout.pattern_rates(rates, case_mix)
     shape = layout.trials * base[layout.pattern]
@@ -499,11 +644,12 @@ def own_risk_rates(
     shaped = rates.drop("rate").join(adjusted, on=case_mix, how="left").rename({"_rate": "rate"})
     shaped = shaped.with_columns(pl.col("rate").fill_null(0.0))
     at_risk = np.bincount(layout.pattern, shape, design.shape[0]) @ design  # per level
-    risks = []
+    risks, contrasts = [], []
     for factor in factors:
         mine = [i for i, (f, _) in enumerate(levels) if f == factor]
         usual = [i for i in mine if levels[i][1] == USUAL_LEVEL.get(factor)]
         ref = usual[0] if usual else max(mine, key=lambda i: at_risk[i])
+        contrasts += [(i, ref) for i in mine if i != ref]
         table = {}
         for i in mine:
             spread = 1.96 * math.sqrt(
@@ -516,7 +662,150 @@ def own_risk_rates(
                 math.exp(value + spread),
             )
         risks.append(OwnRisk(factor, levels[ref][1], table, float(o.sum()), n_schools))
-    return shaped, risks
+    against = np.zeros((len(contrasts), len(levels)))  # each level against its reference
+    for row, (i, ref) in enumerate(contrasts):
+        against[row, i], against[row, ref] = 1.0, -1.0
+    doubt = ShapeDoubt(
+        [levels[i] for i, _ in contrasts],
+        against @ covariance @ against.T,
+        against @ against.T * prior_sd**2,
+    )
+    return shaped, risks, doubt
+
+
+# ------------------------------------------------------------- how sure the shape is
+
+
+@dataclass
+class ShapeDoubt:
+    """Relative risks a school's expected count rests on that are not known exactly: one
+    (factor, level) per column, and the covariance of their logarithms."""
+
+    columns: list[tuple[str, str]]
+    covariance: FloatArray
+    # against the national mix the rates are scaled to, where an estimate's normalisation to
+    # the data's own total means nothing: for an estimated factor its prior, not its posterior
+    national: FloatArray | None = None
+
+    def join(self, other: ShapeDoubt) -> ShapeDoubt:
+        """Both, as independent blocks."""
+
+        def blocks(a: FloatArray, b: FloatArray) -> FloatArray:
+            out = np.zeros((len(a) + len(b), len(a) + len(b)))
+            out[: len(a), : len(a)], out[len(a) :, len(a) :] = a, b
+            return out
+
+        return ShapeDoubt(
+            self.columns + other.columns,
+            blocks(self.covariance, other.covariance),
+            blocks(self.against_nation(), other.against_nation()),
+        )
+
+    def against_nation(self) -> FloatArray:
+        return self.covariance if self.national is None else self.national
+
+
+def file_sds(
+    path: Path, outcome: str, case_mix: list[str], estimated: list[str], settings: dict[str, Any]
+) -> dict[str, float]:
+    """How sure the shape file is of each factor it gives: the log sd of its relative risks,
+    from the file's `relative_risk_sd` (england.toml: its assumptions, such as social care,
+    less sure than its published shares), else the profile's self_shape_sd. Year group is
+    left to the stages (stage_split): within a phase schools have the same years, and
+    between phases the stages' own levels allow for it."""
+    stated = exp.baseline_outcome(path, outcome).get("relative_risk_sd", {})
+    default = float(settings.get("self_shape_sd", SHAPE_SD))
+    sds = {}
+    for factor in case_mix:
+        if factor == "year_group" or factor in estimated:
+            continue
+        value = stated.get(factor, default) if isinstance(stated, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise UsageError(
+                f"baseline {path}: [outcomes.{outcome}.relative_risk_sd] {factor} must be a "
+                "number 0 or more (the log sd of the factor's relative risks)"
+            )
+        sds[factor] = float(value)
+    return sds
+
+
+def file_doubt(layout: exp.CellLayout, sds: dict[str, float]) -> ShapeDoubt:
+    """file_sds as a ShapeDoubt: each level's log relative risk against the factor's usual
+    level (no SEN provision, no social care; else the level with most pupils) independently
+    give or take the factor's sd."""
+    pupils = np.bincount(layout.pattern, layout.trials, layout.patterns.height)
+    columns, variances = [], []
+    for factor, sd in sds.items():
+        by_level = (
+            pl.DataFrame({"level": layout.patterns.get_column(factor).cast(pl.String)})
+            .with_columns(pl.Series("pupils", pupils))
+            .group_by("level")
+            .agg(pl.col("pupils").sum())
+            .sort("level")
+        )
+        present = by_level.get_column("level").to_list()
+        usual = USUAL_LEVEL.get(factor)
+        ref = usual if usual in present else by_level.sort("pupils")["level"][-1]
+        for level in present:
+            if level != ref:
+                columns.append((factor, level))
+                variances.append(sd**2)
+    return ShapeDoubt(columns, np.diag(variances) if variances else np.zeros((0, 0)))
+
+
+def composition_variance(
+    layout: exp.CellLayout,
+    rates: pl.DataFrame,
+    case_mix: list[str],
+    doubt: ShapeDoubt,
+    kept: NDArray[np.bool_],
+    prior_share: FloatArray | None = None,
+) -> FloatArray:
+    """Each school's log variance of its expected count from the shape's doubt: against the
+    other schools its level rests on, (g - g_others)' V (g - g_others), g the school's shares
+    of its shape expectation among the pupils of each uncertain level, g_others those of the
+    other schools kept, V the doubt's covariance; where its level rests on the prior instead
+    (prior_share, SchoolLevels.prior_share), g' V g, how unsure its pupils' risks are against
+    the national mix the file's rates are scaled to; in between, the two weighted so.
+
+    A relative risk out by the same for every school is absorbed by the level, so a school
+    like the others gains nothing, and the trust's one deprived school (three quarters of
+    its pupils disadvantaged against a sixth elsewhere, with the file silent on
+    disadvantage) gains wider limits, since the others' few exits barely show how much more
+    often disadvantaged pupils leave. A school with no others to compare (the only one with
+    pupils in Years 9-11, for their own exits) is judged against the national level, and
+    its pupils' risks against the nation's are as unsure as the file says. Year group is
+    left out (file_sds)."""
+    n = layout.urns.len()
+    columns = [(f, v) for f, v in doubt.columns if f != "year_group"]
+    if not columns:
+        return np.zeros(n)
+    keep = [i for i, (f, _) in enumerate(doubt.columns) if f != "year_group"]
+    covariance = doubt.covariance[np.ix_(keep, keep)]
+    national = doubt.against_nation()[np.ix_(keep, keep)]
+    design = np.column_stack(
+        [(layout.patterns.get_column(f).cast(pl.String) == v).to_numpy() for f, v in columns]
+    ).astype(float)
+    shape = layout.trials * layout.pattern_rates(rates, case_mix)[layout.pattern]
+    total = np.bincount(layout.school, shape, n)
+    amounts = np.column_stack(
+        [
+            np.bincount(layout.school, shape * design[layout.pattern, k], n)
+            for k in range(len(columns))
+        ]
+    )
+    kept = kept & (total > 0)
+    own = kept.astype(float)
+    others_total = total[kept].sum() - own * total
+    others = amounts[kept].sum(axis=0) - own[:, None] * amounts
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shares = np.where(total[:, None] > 0, amounts / total[:, None], 0.0)
+        reference = np.where(others_total[:, None] > 0, others / others_total[:, None], shares)
+    relative = np.einsum("nk,kl,nl->n", shares - reference, covariance, shares - reference)
+    absolute = np.einsum("nk,kl,nl->n", shares, national, shares)
+    weight = np.zeros(n) if prior_share is None else np.clip(prior_share, 0.0, 1.0)
+    weight = np.where(others_total > 0, weight, 1.0)
+    return np.where(total > 0, (1 - weight) * relative + weight * absolute, 0.0)
 
 
 # --------------------------------------------------------------------------- the baseline
@@ -541,16 +830,18 @@ def self_baseline(
     """
     path = exp.baseline_path(shape or DEFAULT_SHAPE)
     rates, source = exp.file_rates(path, outcome, cells, case_mix, window)
-    o = layout.observed()
     missing = missing_factors(path, outcome, case_mix)
-    rates, own_risks = estimated_shape(layout, rates, case_mix, missing, o, settings)
-    s = layout.expected(rates, case_mix)
+    rates, own_risks, estimated = estimated_shape(layout, rates, case_mix, missing, settings)
+    sds = file_sds(path, outcome, case_mix, missing, settings)
+    doubt = file_doubt(layout, sds).join(estimated)
+    o_stages, s_stages = stage_split(layout, rates, case_mix, settings)
+    o, s = o_stages.sum(axis=1), s_stages.sum(axis=1)
     urns = layout.urns.to_list()
     if anchors is not None and exp.RATES_OF.get(outcome, outcome) == "ehe":
-        level, per_school = _anchored(anchors, layout.urns, s, o, path, settings)
-        reference, reference_kind = per_school.level, "anchored"
+        level, per_school = _anchored(anchors, layout.urns, s_stages, o, path, settings)
+        reference, reference_kind = per_school.level[:, 0], "anchored"
     else:
-        level, per_school = estimate_level(o, s, urns, settings)
+        level, per_school = estimate_level(o_stages, s_stages, urns, settings)
         reference, reference_kind = np.ones(len(urns)), "national"
         level.note = estimated_note(level)
         if level.how != "estimated":
@@ -575,8 +866,18 @@ def self_baseline(
         reference_kind,
         source,
         own_risks,
+        sds,
     )
-    return baseline, _own_rates(cells, rates, case_mix, layout.urns, per_school, s)
+    kept = ~layout.urns.is_in(level.set_aside).to_numpy()
+    prior = stage_prior(settings, s_stages.shape[1])
+    share = per_school.prior_share(s_stages, prior) if level.how != "anchored" else None
+    spread = composition_variance(layout, rates, case_mix, doubt, kept, share)
+    own, variance = _own_rates(cells, layout, rates, case_mix, per_school, s_stages, settings)
+    expected = per_school.expected(s_stages)
+    return baseline, (
+        own,
+        variance.with_columns(pl.col("expected_variance") + expected**2 * spread),
+    )
 
 
 ROBUST_NOTE = {
@@ -598,25 +899,39 @@ LEVEL_SOURCE = {
 
 def _own_rates(
     cells: pl.DataFrame,
+    layout: exp.CellLayout,
     rates: pl.DataFrame,
     case_mix: list[str],
-    urns: pl.Series,
     per_school: SchoolLevels,
     shape_expected: FloatArray,
+    settings: dict[str, Any],
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(urn, pattern, rate) for every cell: the shape's rate times the school's level; and
-    (urn, expected_variance): the school's shape expectation squared times its level's
-    variance (what test_schools adds to alpha as v / E^2)."""
+    """(urn, pattern, rate) for every cell: the shape's rate times the level of the school's
+    stage (stage_split) the cell is in; and (urn, expected_variance): the variance of the
+    school's expected count from those levels' uncertainty (what test_schools adds to alpha
+    as v / E^2)."""
     lookup = rates.select(exp.pattern_key(rates.schema, case_mix).alias("pattern"), "rate")
-    levels = pl.DataFrame({"urn": urns, "_level": per_school.level})
+    stages = per_school.level.shape[1]
+    pattern_stage = layout.patterns.select("pattern").with_columns(
+        pl.Series("_stage", pattern_stages(layout, case_mix, settings))
+    )
+    school = np.repeat(np.arange(len(layout.urns)), stages)
+    levels = pl.DataFrame(
+        {
+            "urn": layout.urns.gather(school),
+            "_stage": np.tile(np.arange(stages), len(layout.urns)),
+            "_level": per_school.level.ravel(),
+        }
+    )
     own = (
         cells.select("urn", "pattern")
         .join(lookup, on="pattern", how="left")
-        .join(levels, on="urn", how="left")
+        .join(pattern_stage, on="pattern", how="left")
+        .join(levels, on=["urn", "_stage"], how="left")
         .select("urn", "pattern", (pl.col("rate") * pl.col("_level")).clip(0.0, 1.0).alias("rate"))
     )
     variance = pl.DataFrame(
-        {"urn": urns, "expected_variance": shape_expected**2 * per_school.variance}
+        {"urn": layout.urns, "expected_variance": per_school.expected_variance(shape_expected)}
     )
     return own, variance
 
@@ -636,6 +951,9 @@ def _anchored(
     aligned = urns.to_frame("urn").join(anchors, on="urn", how="left", maintain_order="left")
     rate = aligned.get_column("annual_rate").fill_null(national).to_numpy().astype(float)
     levels = rate / national if national > 0 else np.ones(len(rate))
+    shape_expected = by_stage(shape_expected)
+    stages = shape_expected.shape[1]
+    shape_expected = shape_expected.sum(axis=1)
     weights = shape_expected.sum()
     value = float((levels * shape_expected).sum() / weights) if weights > 0 else 1.0
     codes = aligned.get_column("la_code").drop_nulls().unique().sort().to_list()
@@ -664,7 +982,7 @@ def _anchored(
             f"shape file's national {national:.2%}: {value:.2f} times the national level"
         ),
     )
-    return level, fixed_levels(levels)
+    return level, fixed_levels(levels, stages)
 
 
 def too_few_warning(level: Level, settings: dict[str, Any], outcome: str) -> str:
@@ -702,6 +1020,16 @@ def estimated_note(level: Level, reference: str = "the national rate") -> str:
         f"{reference} (95% interval {low:.2f} to {high:.2f}); each school is judged against "
         "the level of the other schools, with that level's uncertainty in its test"
     )
+    if level.stages:
+        said = ", ".join(
+            f"{name} {stage['value']:.2f} ({stage['ci95'][0]:.2f} to {stage['ci95'][1]:.2f}, "
+            f"{stage['exits']:g} exits)"
+            for name, stage in level.stages.items()
+        )
+        text += (
+            f"; by stage, since the shape's ratio between primary and secondary years is only "
+            f"an estimate: {said}, each school judged against its own stage's"
+        )
     if level.set_aside:
         were = "was" if len(level.set_aside) == 1 else "were"
         text += (

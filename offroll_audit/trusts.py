@@ -155,8 +155,8 @@ def own_level(
     totals = mine.select(
         "urn",
         "observed",
-        pl.Series("expected", per_school.level * s),
-        pl.Series("expected_variance", s**2 * per_school.variance),
+        pl.Series("expected", per_school.expected(s)),
+        pl.Series("expected_variance", per_school.expected_variance(s)),
     )
     tested, _ = _test(result, totals, mine, level.overdispersion)
     return level, tested

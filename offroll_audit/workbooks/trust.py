@@ -328,9 +328,12 @@ def self_review_method_lines(results: dict[str, Any]) -> list[tuple[str, str | N
             (
                 "Self-review",
                 f"relative risks (how SEN, disadvantage, social care and year group change the "
-                f"risk) from the baseline {baseline.get('shape', 'england')}; one level per "
-                "outcome from the data, each school judged against the level of the other "
-                "schools with that level's uncertainty in its test.",
+                f"risk) from the baseline {baseline.get('shape', 'england')}; the level of each "
+                "outcome from the data, for primary and secondary years apart (the file's ratio "
+                "between them is only an estimate), each school judged against the level of the "
+                "other schools with that level's uncertainty in its test, and with how unsure "
+                "the relative risks are (shape_sd, or the estimate's own) where its pupils "
+                "differ from those the level rests on.",
             )
         )
         for outcome, level in (baseline.get("level") or {}).items():
