@@ -775,7 +775,8 @@ def composition_variance(
     often disadvantaged pupils leave. A school with no others to compare (the only one with
     pupils in Years 9-11, for their own exits) is judged against the national level, and
     its pupils' risks against the nation's are as unsure as the file says. Year group is
-    left out (file_sds)."""
+    left out, estimated or not: the stages allow for the ratio between the phases, and
+    within a phase schools have the same years."""
     n = layout.urns.len()
     columns = [(f, v) for f, v in doubt.columns if f != "year_group"]
     if not columns:
