@@ -1029,7 +1029,7 @@ def estimated_note(level: Level, reference: str = "the national rate") -> str:
         )
         text += (
             f"; by stage, since the shape's ratio between primary and secondary years is only "
-            f"an estimate: {said}, each school judged against its own stage's"
+            f"an estimate: {said}, each school judged against its own stage's level"
         )
     if level.set_aside:
         were = "was" if len(level.set_aside) == 1 else "were"

@@ -332,8 +332,8 @@ def self_review_method_lines(results: dict[str, Any]) -> list[tuple[str, str | N
                 "outcome from the data, for primary and secondary years apart (the file's ratio "
                 "between them is only an estimate), each school judged against the level of the "
                 "other schools with that level's uncertainty in its test, and with how unsure "
-                "the relative risks are (shape_sd, or the estimate's own) where its pupils "
-                "differ from those the level rests on.",
+                "the relative risks are (as the baseline file states, or as far as your pupils "
+                "show them) where its pupils differ from those the level rests on.",
             )
         )
         for outcome, level in (baseline.get("level") or {}).items():
