@@ -342,9 +342,13 @@ class CellLayout:
         )
         return aligned.get_column("rate").fill_null(0.0).to_numpy()
 
+    def cell_expected(self, rates: pl.DataFrame, case_mix: list[str]) -> np.ndarray:
+        """Each cell's expected count under `rates` (trials x its pattern's rate)."""
+        return self.trials * self.pattern_rates(rates, case_mix)[self.pattern]
+
     def expected(self, rates: pl.DataFrame, case_mix: list[str]) -> np.ndarray:
         """Each school's expected count under `rates`."""
-        weights = self.trials * self.pattern_rates(rates, case_mix)[self.pattern]
+        weights = self.cell_expected(rates, case_mix)
         return np.bincount(self.school, weights=weights, minlength=self.urns.len())
 
     def pattern_sums(self, cells: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

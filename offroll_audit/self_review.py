@@ -288,7 +288,7 @@ def stage_split(
     new registrations), and a trust's pupils cannot check it within a school, since few
     schools have both: so each stage gets its own level (estimate_level)."""
     n = layout.urns.len()
-    shape = layout.trials * layout.pattern_rates(rates, case_mix)[layout.pattern]
+    shape = layout.cell_expected(rates, case_mix)
     stages = stage_count(case_mix, settings)
     index = layout.school * stages + pattern_stages(layout, case_mix, settings)[layout.pattern]
     return (
@@ -306,7 +306,7 @@ def stage_prior(settings: dict[str, Any], stages: int) -> FloatArray:
     area = max(cv, 1e-6) ** 2
     if stages == 1:
         return np.array([[area]])
-    ratio = max(float(settings.get("self_stage_sd", STAGE_SD)), 1e-6) ** 2
+    ratio = float(settings.get("self_stage_sd", STAGE_SD)) ** 2  # above 0: stage_count
     return np.full((stages, stages), area) + np.eye(stages) * ratio / 2
 
 
@@ -647,8 +647,8 @@ def own_risk_rates(
     risks, contrasts = [], []
     for factor in factors:
         mine = [i for i, (f, _) in enumerate(levels) if f == factor]
-        usual = [i for i in mine if levels[i][1] == USUAL_LEVEL.get(factor)]
-        ref = usual[0] if usual else max(mine, key=lambda i: at_risk[i])
+        name = reference_level(factor, {levels[i][1]: at_risk[i] for i in mine})
+        ref = next(i for i in mine if levels[i][1] == name)
         contrasts += [(i, ref) for i in mine if i != ref]
         table = {}
         for i in mine:
@@ -705,6 +705,23 @@ class ShapeDoubt:
         return self.covariance if self.national is None else self.national
 
 
+def _is_level(layout: exp.CellLayout, factor: str, level: str) -> FloatArray:
+    """Per cell: 1 where its pattern has `level` of `factor`, else 0."""
+    return (
+        (layout.patterns.get_column(factor).cast(pl.String) == level)
+        .to_numpy()[layout.pattern]
+        .astype(float)
+    )
+
+
+def reference_level(factor: str, weights: dict[str, float]) -> str:
+    """The level a factor's relative risks are stated against: its usual one (no SEN
+    provision, no social care, not disadvantaged) where present, else the one with the most
+    weight (pupils, or pupils at risk)."""
+    usual = USUAL_LEVEL.get(factor)
+    return usual if usual in weights else max(weights, key=weights.__getitem__)
+
+
 def file_sds(
     path: Path, outcome: str, case_mix: list[str], estimated: list[str], settings: dict[str, Any]
 ) -> dict[str, float]:
@@ -730,26 +747,18 @@ def file_sds(
 
 
 def file_doubt(layout: exp.CellLayout, sds: dict[str, float]) -> ShapeDoubt:
-    """file_sds as a ShapeDoubt: each level's log relative risk against the factor's usual
-    level (no SEN provision, no social care; else the level with most pupils) independently
-    give or take the factor's sd."""
-    pupils = np.bincount(layout.pattern, layout.trials, layout.patterns.height)
+    """file_sds as a ShapeDoubt: each level's log relative risk against the factor's
+    reference_level independently give or take the factor's sd."""
     columns, variances = [], []
     for factor, sd in sds.items():
-        by_level = (
-            pl.DataFrame({"level": layout.patterns.get_column(factor).cast(pl.String)})
-            .with_columns(pl.Series("pupils", pupils))
-            .group_by("level")
-            .agg(pl.col("pupils").sum())
-            .sort("level")
-        )
-        present = by_level.get_column("level").to_list()
-        usual = USUAL_LEVEL.get(factor)
-        ref = usual if usual in present else by_level.sort("pupils")["level"][-1]
-        for level in present:
-            if level != ref:
-                columns.append((factor, level))
-                variances.append(sd**2)
+        levels = layout.patterns.get_column(factor).cast(pl.String)
+        pupils = {
+            level: float(layout.trials[_is_level(layout, factor, level) > 0].sum())
+            for level in levels.unique().sort()
+        }
+        ref = reference_level(factor, pupils)
+        columns += [(factor, level) for level in pupils if level != ref]
+        variances += [sd**2] * (len(pupils) - 1)
     return ShapeDoubt(columns, np.diag(variances) if variances else np.zeros((0, 0)))
 
 
@@ -778,22 +787,15 @@ def composition_variance(
     left out, estimated or not: the stages allow for the ratio between the phases, and
     within a phase schools have the same years."""
     n = layout.urns.len()
-    columns = [(f, v) for f, v in doubt.columns if f != "year_group"]
-    if not columns:
-        return np.zeros(n)
     keep = [i for i, (f, _) in enumerate(doubt.columns) if f != "year_group"]
+    if not keep:
+        return np.zeros(n)
     covariance = doubt.covariance[np.ix_(keep, keep)]
     national = doubt.against_nation()[np.ix_(keep, keep)]
-    design = np.column_stack(
-        [(layout.patterns.get_column(f).cast(pl.String) == v).to_numpy() for f, v in columns]
-    ).astype(float)
-    shape = layout.trials * layout.pattern_rates(rates, case_mix)[layout.pattern]
+    shape = layout.cell_expected(rates, case_mix)
     total = np.bincount(layout.school, shape, n)
     amounts = np.column_stack(
-        [
-            np.bincount(layout.school, shape * design[layout.pattern, k], n)
-            for k in range(len(columns))
-        ]
+        [np.bincount(layout.school, shape * _is_level(layout, *doubt.columns[i]), n) for i in keep]
     )
     kept = kept & (total > 0)
     own = kept.astype(float)
@@ -907,29 +909,14 @@ def _own_rates(
     shape_expected: FloatArray,
     settings: dict[str, Any],
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(urn, pattern, rate) for every cell: the shape's rate times the level of the school's
-    stage (stage_split) the cell is in; and (urn, expected_variance): the variance of the
-    school's expected count from those levels' uncertainty (what test_schools adds to alpha
-    as v / E^2)."""
-    lookup = rates.select(exp.pattern_key(rates.schema, case_mix).alias("pattern"), "rate")
-    stages = per_school.level.shape[1]
-    pattern_stage = layout.patterns.select("pattern").with_columns(
-        pl.Series("_stage", pattern_stages(layout, case_mix, settings))
-    )
-    school = np.repeat(np.arange(len(layout.urns)), stages)
-    levels = pl.DataFrame(
-        {
-            "urn": layout.urns.gather(school),
-            "_stage": np.tile(np.arange(stages), len(layout.urns)),
-            "_level": per_school.level.ravel(),
-        }
-    )
-    own = (
-        cells.select("urn", "pattern")
-        .join(lookup, on="pattern", how="left")
-        .join(pattern_stage, on="pattern", how="left")
-        .join(levels, on=["urn", "_stage"], how="left")
-        .select("urn", "pattern", (pl.col("rate") * pl.col("_level")).clip(0.0, 1.0).alias("rate"))
+    """(urn, pattern, rate) for every cell (the layout's rows are the cells'): the shape's
+    rate times the level of the school's stage (stage_split) the cell is in; and (urn,
+    expected_variance): the variance of the school's expected count from those levels'
+    uncertainty (what test_schools adds to alpha as v / E^2)."""
+    stage = pattern_stages(layout, case_mix, settings)[layout.pattern]
+    rate = layout.pattern_rates(rates, case_mix)[layout.pattern]
+    own = cells.select("urn", "pattern").with_columns(
+        pl.Series("rate", np.clip(rate * per_school.level[layout.school, stage], 0.0, 1.0))
     )
     variance = pl.DataFrame(
         {"urn": layout.urns, "expected_variance": per_school.expected_variance(shape_expected)}
