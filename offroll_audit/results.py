@@ -20,6 +20,7 @@ import polars as pl
 from offroll_audit import monitoring, tool_block
 from offroll_audit.audit import OUTCOME_LABEL, AuditResult
 from offroll_audit.classify import FLAG_TEXT, FLAGS
+from offroll_audit.expected import RATES_OF
 from offroll_audit.select import rule_text
 from offroll_audit.trusts import trusts_block
 
@@ -73,7 +74,7 @@ def groups_blocks(result: AuditResult, urns: set[str]) -> dict[str, dict[str, An
     plain column lists (a national audit has over half a million of these rows)."""
     blocks: dict[str, dict[str, Any]] = {urn: {} for urn in urns}
     for outcome, outcome_result in result.outcomes.items():
-        if outcome not in ("ehe", "unexplained"):  # a subgroup's breakdown is the outcome's
+        if outcome == "y10_loss" or outcome in RATES_OF:  # a subgroup's is its outcome's
             continue
         groups = json_ready(outcome_result.groups)
         if len(urns) < groups.get_column("urn").n_unique():
